@@ -1,0 +1,48 @@
+"""Every Celery setting, derived from the service settings (which come from the environment)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from services.settings import Settings
+
+# Modules whose @shared_task functions the worker registers.
+TASK_MODULES = ("tasks.health",)
+
+
+def config_for(settings: Settings) -> dict[str, Any]:
+    """The Celery configuration for one deployment."""
+    prefix = f"{settings.redis_namespace}:"
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        # Keys of this deployment stay apart from others sharing the Redis server.
+        "broker_transport_options": {
+            "global_keyprefix": prefix,
+            "visibility_timeout": settings.celery_visibility_timeout,
+        },
+        "result_backend_transport_options": {"global_keyprefix": prefix},
+        "broker_connection_retry_on_startup": True,
+        "imports": TASK_MODULES,
+        # JSON only: tasks take ids and plain values.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        # A task is acknowledged after it ran; a killed worker's task goes back to the queue.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        # Flower needs the events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_track_started": True,
+        "result_expires": 3600,
+        "task_time_limit": 300,
+        "task_soft_time_limit": 240,
+        "worker_hijack_root_logger": False,
+        "timezone": "UTC",
+        "beat_schedule": {
+            "beat-heartbeat": {"task": "health.beat_heartbeat", "schedule": timedelta(seconds=15)},
+        },
+    }

@@ -1,0 +1,1 @@
+"""The embedded default: every process of the service on one machine with no servers installed."""

@@ -1,0 +1,156 @@
+"""``make run``: migrate, then start web, worker, beat and Flower; Ctrl-C stops them all.
+
+With no ``REDIS_URL`` in the environment an embedded Redis-protocol server is started here and
+every process talks to it over ``redis://``; with no ``DATABASE_URL`` a SQLite file under
+``var/`` is used. Secrets that development needs are generated once and kept under ``var/``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from devstack.redis_server import EmbeddedRedis
+from services.settings import load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+
+
+def _persistent_secret(name: str, make: str) -> str:
+    path = VAR / name
+    if not path.exists():
+        path.write_text(make)
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _environment(redis_url: str | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("DATABASE_URL", f"sqlite:///{VAR / 'app.db'}")
+    if redis_url:
+        env["REDIS_URL"] = redis_url
+    env.setdefault("SECRET_KEY", _persistent_secret("secret_key", secrets.token_urlsafe(48)))
+    env.setdefault("ADMIN_API_KEY", _persistent_secret("admin_api_key", "sk_" + secrets.token_urlsafe(32)))
+    env.setdefault("FLOWER_BASIC_AUTH", _persistent_secret("flower_basic_auth", "admin:" + secrets.token_urlsafe(12)))
+    env.setdefault("PUBLIC_BASE_URL", f"http://localhost:{env.get('PORT', '3000')}")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _commands(env: dict[str, str]) -> dict[str, list[str]]:
+    bin_dir = Path(sys.executable).parent
+    settings = load_settings(**{k.lower(): v for k, v in env.items() if k in ("REDIS_URL", "DATABASE_URL")})
+    return {
+        "web": [str(bin_dir / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+        "worker": [
+            str(bin_dir / "celery"), "-A", "wsgi:celery_app", "worker", "--loglevel", "INFO",
+            "--concurrency", str(settings.celery_worker_concurrency), "--hostname", "worker@%h",
+        ],
+        "beat": [
+            str(bin_dir / "celery"), "-A", "wsgi:celery_app", "beat", "--loglevel", "INFO",
+            "--schedule", str(VAR / "celerybeat-schedule"),
+        ],
+        "flower": [
+            str(bin_dir / "celery"), "-A", "wsgi:celery_app", "flower", "--port=5555", "--address=127.0.0.1",
+            f"--basic-auth={env['FLOWER_BASIC_AUTH']}", "--purge_offline_workers=60",
+        ],
+    }
+
+
+def _wait_for(url: str, processes: dict[str, subprocess.Popen[bytes]], timeout: float = 60) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for name, proc in processes.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode} during start-up", file=sys.stderr)
+                return False
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.3)
+    return False
+
+
+def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
+    for proc in processes.values():
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for proc in processes.values():
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def main() -> int:
+    """Start the whole embedded stack and supervise it until Ctrl-C."""
+    VAR.mkdir(exist_ok=True)
+    embedded: EmbeddedRedis | None = None
+    if not os.environ.get("REDIS_URL"):
+        embedded = EmbeddedRedis(port=int(os.environ.get("EMBEDDED_REDIS_PORT", "6390"))).start()
+    env = _environment(embedded.url if embedded else None)
+    os.environ.update(env)
+    settings = load_settings()
+
+    from services.schema import upgrade
+
+    upgrade(settings.database_url)
+    commands = _commands(env)
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def _on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
+    try:
+        for name, command in commands.items():
+            # Own process group: a terminal Ctrl-C reaches the launcher, which stops children in order.
+            processes[name] = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True)
+        port = env.get("PORT", "3000")
+        base = f"http://localhost:{port}/marketplace"
+        if not _wait_for(f"http://127.0.0.1:{port}/marketplace/test", processes):
+            print("the service did not start; see the output above", file=sys.stderr)
+            return 1
+        user = env["FLOWER_BASIC_AUTH"].split(":", 1)[0]
+        print(
+            "\n"
+            f"  Service ready      {base}/\n"
+            f"  API self-test      {base}/test\n"
+            f"  Health             {base}/health\n"
+            f"  Flower             http://127.0.0.1:5555/  (user {user!r}, password in var/flower_basic_auth)\n"
+            f"  Admin API key      in var/admin_api_key\n"
+            f"  Database           {settings.database_url}\n"
+            f"  Redis              {settings.redis_url}{' (embedded)' if embedded else ''}\n"
+            "  Ctrl-C stops everything.\n",
+            flush=True,
+        )
+        while not stopping:
+            for name, proc in processes.items():
+                if proc.poll() is not None:
+                    print(f"{name} exited with {proc.returncode}; stopping the stack", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    finally:
+        print("stopping…", file=sys.stderr, flush=True)
+        _stop(processes)
+        if embedded is not None:
+            embedded.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

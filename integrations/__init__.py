@@ -1,0 +1,1 @@
+"""Outbound clients: the YClients partner API and the WhatsApp gateways."""

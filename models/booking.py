@@ -1,0 +1,28 @@
+"""The local mirror of a YClients booking (record), kept from webhooks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.db import Base, JSONType, UTCDateTime, utcnow
+
+
+class Booking(Base):
+    __tablename__ = "bookings"
+    __table_args__ = (UniqueConstraint("company_id", "record_id", name="uq_bookings_company_record"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    record_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    starts_at: Mapped[str | None] = mapped_column(String(32))
+    data: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    # Ordering key of the newest applied event; an older one never overwrites a newer one.
+    version_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_event_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

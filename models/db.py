@@ -1,0 +1,100 @@
+"""The engine, the session and the declarative base: the one leaf every model imports."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, scoped_session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that always comes back timezone-aware in UTC (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base with constraint names Alembic can rely on."""
+
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned for the URL's database: pooled PostgreSQL or a WAL-mode SQLite file."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
+
+
+class Database:
+    """Holds the engine and a thread-scoped session; bound to an app with ``init_app``."""
+
+    def __init__(self) -> None:
+        self.engine: Engine | None = None
+        self.session: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+
+    def configure(self, url: str) -> None:
+        """Create the engine for ``url`` (replacing any previous one)."""
+        if self.engine is not None:
+            self.session.remove()
+            self.engine.dispose()
+        self.engine = make_engine(url)
+        self.session.configure(bind=self.engine)
+
+    def init_app(self, app: Any) -> None:
+        """Bind to a Flask app: engine from its settings, session removed after every context."""
+        self.configure(app.config["SETTINGS"].database_url)
+        app.extensions["db"] = self
+
+        @app.teardown_appcontext
+        def _remove_session(exc: BaseException | None) -> None:
+            if exc is not None:
+                self.session.rollback()
+            self.session.remove()
+
+
+db = Database()

@@ -1,0 +1,1 @@
+"""Business operations shared by the web adapters and the Celery tasks."""

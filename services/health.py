@@ -1,0 +1,81 @@
+"""Reachability of the database, the broker, the worker and beat."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+
+from models import db
+from services import runtime
+
+SYSTEM_CHANNEL = "system"
+BEAT_STALE_AFTER = 60.0
+
+
+def pong(nonce: str, worker: str) -> dict[str, Any]:
+    """What a worker answers to ``health.ping``; also published for listeners in other processes."""
+    data: dict[str, Any] = {"nonce": nonce, "worker": worker, "at": time.time()}
+    runtime.bus().publish(SYSTEM_CHANNEL, {"event": "health.pong", "data": data})
+    return data
+
+
+def record_beat(at: float) -> None:
+    """Store beat's latest heartbeat."""
+    runtime.redis().set(runtime.settings().key("beat", "heartbeat"), at, ex=3600)
+
+
+def _check(fn: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = fn()
+    except Exception as exc:  # any failure makes the dependency "down"; the reason is reported
+        return {"ok": False, "error": type(exc).__name__ + ": " + str(exc)[:200]}
+    result = {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 1)}
+    if detail:
+        result.update(detail)
+    return result
+
+
+def _database() -> None:
+    db.session.execute(text("SELECT 1"))
+    db.session.rollback()
+
+
+def _broker() -> None:
+    runtime.redis().ping()
+
+
+def _worker(timeout: float) -> dict[str, Any]:
+    celery_app = runtime.celery()
+    nonce = uuid.uuid4().hex
+    result = celery_app.send_task("health.ping", args=[nonce])
+    try:
+        answer = result.get(timeout=timeout)
+    finally:
+        result.forget()
+    if answer.get("nonce") != nonce:
+        raise RuntimeError("worker answered another ping")
+    return {"worker": answer.get("worker")}
+
+
+def _beat() -> dict[str, Any]:
+    raw = runtime.redis().get(runtime.settings().key("beat", "heartbeat"))
+    if raw is None:
+        return {"ok": False, "error": "no heartbeat yet"}
+    age = time.time() - float(raw)  # type: ignore[arg-type]
+    return {"ok": age < BEAT_STALE_AFTER, "age_seconds": round(age, 1)}
+
+
+def report(worker_timeout: float = 3.0) -> tuple[bool, dict[str, Any]]:
+    """Check every dependency; ready means database, broker and a worker all answered."""
+    checks = {"database": _check(_database), "broker": _check(_broker)}
+    if checks["broker"]["ok"]:
+        checks["worker"] = _check(lambda: _worker(worker_timeout))
+    else:
+        checks["worker"] = {"ok": False, "error": "broker unreachable"}
+    checks["beat"] = _check(_beat)  # reported, but scheduling lag does not make the web unready
+    ready = all(checks[name]["ok"] for name in ("database", "broker", "worker"))
+    return ready, checks

@@ -1,0 +1,128 @@
+"""Typed configuration read from the environment, validated once at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-insecure-secret-change-me-0123456789"
+
+
+class ConfigError(SystemExit):
+    """A missing or malformed setting: exits with a readable message instead of a traceback."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"configuration error: {message}")
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; names are the environment variables (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    app_env: Literal["development", "production", "test"] = "development"
+    database_url: str = "sqlite:///var/app.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = Field("ycwa", pattern=r"^[A-Za-z0-9_.-]+$")
+    secret_key: str = DEV_SECRET
+    jwt_ttl_seconds: int = Field(24 * 3600, gt=0)
+    admin_api_key: str | None = None
+    public_base_url: str = "http://localhost:3000"
+    trusted_proxies: int = Field(0, ge=0)
+    ratelimit_enabled: bool = True
+    ratelimit_public: str = "60/minute"
+    ratelimit_protected: str = "120/minute"
+    ratelimit_websocket: str = "5/minute"
+
+    yclients_api_url: str = "https://api.yclients.com"
+    yclients_partner_token: str | None = None
+    yclients_application_id: int | None = None
+    yclients_timeout_seconds: float = Field(10.0, gt=0)
+    callback_max_attempts: int = Field(8, ge=1)
+    callback_wait_seconds: float = Field(5.0, ge=0)
+
+    whatsapp_gateway: Literal["simulator", "waha"] = "simulator"
+    waha_url: str = "http://127.0.0.1:3001"
+    waha_api_key: str | None = None
+    waha_webhook_hmac_key: str | None = None
+    waha_timeout_seconds: float = Field(10.0, gt=0)
+    simulator_qr_first_ttl: float = Field(60.0, gt=0)
+    simulator_qr_ttl: float = Field(20.0, gt=0)
+    simulator_qr_count: int = Field(6, ge=1)
+    qr_wait_seconds: float = Field(8.0, ge=0)
+
+    webhook_max_body_bytes: int = Field(256 * 1024, gt=0)
+    webhook_max_attempts: int = Field(8, ge=1)
+
+    celery_visibility_timeout: int = Field(3600, gt=0)
+    celery_worker_concurrency: int = Field(2, ge=1)
+    pubsub_backend: Literal["redis", "memory"] = "redis"
+
+    log_format: Literal["json", "text"] | None = None
+    log_level: str = "INFO"
+    metrics_token: str | None = None
+    flower_basic_auth: str | None = None
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_scheme(cls, value: str) -> str:
+        value = normalise_database_url(value)
+        if not value.startswith(("postgresql", "sqlite")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return normalise_database_url(value)
+
+    @model_validator(mode="after")
+    def _production_requirements(self) -> Settings:
+        if self.app_env == "production":
+            if self.secret_key == DEV_SECRET or len(self.secret_key) < 32:
+                raise ValueError("SECRET_KEY must be set to at least 32 characters in production")
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("DATABASE_URL must point at PostgreSQL in production")
+        return self
+
+    @property
+    def log_as_json(self) -> bool:
+        """JSON logs unless told otherwise in production; readable text in development."""
+        if self.log_format is not None:
+            return self.log_format == "json"
+        return self.app_env == "production"
+
+    def key(self, *parts: object) -> str:
+        """A Redis key or channel inside this deployment's namespace."""
+        return ":".join([self.redis_namespace, *map(str, parts)])
+
+
+def normalise_database_url(url: str) -> str:
+    """Pin plain ``postgresql://`` URLs to psycopg2, the driver this service ships with."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url.removeprefix("postgres://")
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; a bad environment ends the process with a clear message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, err['loc'])).upper() or 'settings'}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(problems) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, for code that runs outside an app (Celery config, CLI helpers)."""
+    return load_settings()

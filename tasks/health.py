@@ -1,0 +1,24 @@
+"""Liveness tasks: a worker round trip for the health check, and beat's heartbeat."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from celery import shared_task
+
+from services import health
+
+
+@shared_task(name="health.ping", acks_late=False, expires=30)
+def ping(nonce: str = "") -> dict[str, object]:
+    """Answer the health check and publish a ``health.pong`` on the system channel."""
+    return health.pong(nonce, worker=socket.gethostname())
+
+
+@shared_task(name="health.beat_heartbeat", acks_late=False, expires=60)
+def beat_heartbeat() -> float:
+    """Record that beat is scheduling (and a worker is running what it schedules)."""
+    now = time.time()
+    health.record_beat(now)
+    return now

@@ -1,0 +1,230 @@
+"""Shared fixtures: the app on this run's backends, a client, a real worker, a live server."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import text
+
+from models import Base, db
+from services.schema import upgrade
+from tests.support import (
+    TEST_SECRET,
+    Backends,
+    ServiceProcess,
+    detect_backends,
+    free_port,
+    wait_until,
+    web_command,
+    worker_command,
+)
+
+_BACKENDS: Backends | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _BACKENDS
+    tmp = Path(config.rootpath) / "var" / "test-runs" / uuid.uuid4().hex[:8]
+    tmp.mkdir(parents=True, exist_ok=True)
+    _BACKENDS = detect_backends(tmp)
+    upgrade(_BACKENDS.database_url)
+    config.stash[_tmp_key] = tmp
+
+
+_tmp_key = pytest.StashKey[Path]()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    assert _BACKENDS is not None
+    return ["integration backends:", *("  " + line for line in _BACKENDS.description)]
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _BACKENDS is not None:
+        terminalreporter.write_line("integration backends used: " + "; ".join(_BACKENDS.description))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _BACKENDS is not None:
+        _BACKENDS.close()
+
+
+@pytest.fixture(scope="session")
+def backends() -> Backends:
+    """This run's database and Redis (real servers when reachable)."""
+    assert _BACKENDS is not None
+    return _BACKENDS
+
+
+@pytest.fixture(scope="session")
+def run_dir(pytestconfig: pytest.Config) -> Path:
+    """A scratch folder for this run (logs of service processes, SQLite files)."""
+    return pytestconfig.stash[_tmp_key]
+
+
+@pytest.fixture(scope="session")
+def service_env(backends: Backends) -> dict[str, str]:
+    """Environment shared by the test app and every service subprocess (extend it in fixtures)."""
+    return {
+        "APP_ENV": "test",
+        "DATABASE_URL": backends.database_url,
+        "REDIS_URL": backends.redis_url,
+        "REDIS_NAMESPACE": backends.namespace,
+        "SECRET_KEY": TEST_SECRET,
+        "RATELIMIT_ENABLED": "false",
+        "ADMIN_API_KEY": "sk_test_admin_key_0123456789abcdefghijklmnop",
+        "CELERY_VISIBILITY_TIMEOUT": "30",
+    }
+
+
+def _overrides(env: dict[str, str]) -> dict[str, Any]:
+    return {k.lower(): v for k, v in env.items()}
+
+
+@pytest.fixture(scope="session")
+def make_app(service_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
+    """Build an app on this run's backends with extra settings (``make_app(ratelimit_enabled=True)``)."""
+    apps: list[Flask] = []
+
+    def factory(**overrides: Any) -> Flask:
+        from web import create_app
+
+        app = create_app({**_overrides(service_env), **overrides})
+        app.config["TESTING"] = True
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        app.extensions["bus"].close()
+    db.session.remove()
+
+
+@pytest.fixture(scope="session")
+def app(make_app: Callable[..., Flask]) -> Flask:
+    """The app with the default test settings."""
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def ctx(app: Flask) -> Iterator[Flask]:
+    """An application context (for calling services and querying models directly)."""
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture(autouse=True)
+def _isolation(request: pytest.FixtureRequest, backends: Backends) -> Iterator[None]:
+    """Every test starts from empty tables and an empty namespace (Celery's own keys kept)."""
+    yield
+    if "app" not in request.fixturenames and "make_app" not in request.fixturenames:
+        return
+    db.session.remove()
+    engine = db.engine
+    assert engine is not None
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    with engine.begin() as conn:
+        if backends.is_postgres:
+            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in reversed(tables):
+                conn.execute(text(f"DELETE FROM {name}"))
+    client = redis.Redis.from_url(backends.redis_url)
+    keep = tuple(f"{backends.namespace}:{p}".encode() for p in ("celery", "_kombu", "unacked", "health"))
+    for key in client.scan_iter(f"{backends.namespace}:*", count=1000):
+        if not key.startswith(keep):
+            client.delete(key)
+
+
+def _ping_worker(app: Flask, timeout: float = 2.0) -> bool:
+    try:
+        result = app.extensions["celery"].send_task("health.ping", args=["ready"])
+        return bool(result.get(timeout=timeout))
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def worker_factory(app: Flask, backends: Backends, service_env: dict[str, str], run_dir: Path) -> Iterator[
+    Callable[..., ServiceProcess]
+]:
+    """Start real ``celery worker`` processes on the test backends; all stopped at session end."""
+    started: list[ServiceProcess] = []
+
+    def start(concurrency: int = 2, wait: bool = True, **env: str) -> ServiceProcess:
+        name = f"worker-{len(started) + 1}"
+        proc = ServiceProcess(
+            name, worker_command(concurrency), backends.env(**{**service_env, **env}), run_dir / f"{name}.log"
+        ).start()
+        started.append(proc)
+        if wait:
+            try:
+                wait_until(lambda: not proc.running or _ping_worker(app), timeout=60, interval=0.2)
+            finally:
+                if not proc.running:
+                    raise RuntimeError(f"{name} exited:\n{proc.output()[-3000:]}")
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="session")
+def worker(worker_factory: Callable[..., ServiceProcess]) -> ServiceProcess:
+    """One real Celery worker process for the whole session."""
+    return worker_factory()
+
+
+@pytest.fixture(scope="session")
+def live_server(
+    worker: ServiceProcess, backends: Backends, service_env: dict[str, str], run_dir: Path
+) -> Iterator[str]:
+    """The service under gunicorn on a free port (with the session worker); yields its base URL."""
+    import urllib.request
+
+    port = free_port()
+    proc = ServiceProcess(
+        "web", web_command(port), backends.env(**{**service_env, "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}"}),
+        run_dir / "web.log",
+    ).start()
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if not proc.running:
+            raise RuntimeError(f"gunicorn exited:\n{proc.output()[-3000:]}")
+        try:
+            with urllib.request.urlopen(base + "/marketplace/test", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    wait_until(up, timeout=30, interval=0.2)
+    yield base
+    proc.stop()
+
+
+@pytest.fixture
+def admin_headers(service_env: dict[str, str]) -> dict[str, str]:
+    """Headers carrying the configured admin API key."""
+    return {"X-API-Key": service_env["ADMIN_API_KEY"]}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.path.exists("/usr/bin/chromium"):
+        for item in items:
+            if "e2e" in str(item.fspath):
+                item.add_marker(pytest.mark.skip(reason="chromium is not installed"))

@@ -1,0 +1,152 @@
+"""The skeleton: reference pages, health, the worker round trip, configuration errors, schema."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import uuid
+
+import pytest
+from alembic import command
+from flask import Flask
+
+from services.pubsub import MemoryEventBus
+from services.schema import alembic_config
+from tests.support import ROOT, wait_until
+
+
+def test_self_test_is_the_reference_answer(client):
+    response = client.get("/marketplace/test")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "success": True,
+        "status": "ok",
+        "endpoints": {
+            "connect": "/marketplace/connect",
+            "register": "POST /marketplace/register",
+            "qr": "/marketplace/qr/:token",
+            "status": "/marketplace/status/:companyId",
+            "callback": "POST /marketplace/callback",
+            "webhook": "POST /marketplace/webhook/:companyId",
+            "companies": "/marketplace/companies",
+        },
+        "message": "Marketplace integration endpoints are ready",
+    }
+    # The reference's key order is kept on the wire.
+    assert response.get_data(as_text=True).index('"connect"') < response.get_data(as_text=True).index('"companies"')
+
+
+def test_landing_page_is_russian_html(client):
+    response = client.get("/marketplace/")
+    assert response.status_code == 200
+    assert response.mimetype == "text/html"
+    page = response.get_data(as_text=True)
+    assert "WhatsApp" in page and "Как установить" in page and 'lang="ru"' in page
+
+
+def test_unknown_path_answers_the_json_error_shape(client):
+    response = client.get("/marketplace/no-such-thing")
+    assert response.status_code == 404
+    assert response.get_json() == {"success": False, "error": "Not found"}
+
+
+def test_health_reports_every_dependency_with_a_live_worker(client, worker):
+    response = client.get("/marketplace/health")
+    body = response.get_json()
+    assert response.status_code == 200, body
+    assert body["success"] is True
+    assert body["checks"]["database"]["ok"] and body["checks"]["broker"]["ok"]
+    assert body["checks"]["worker"]["ok"] and body["checks"]["worker"]["worker"]
+
+
+def test_health_is_503_when_the_broker_is_unreachable(make_app):
+    from tests.support import free_port
+
+    app = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    response = app.test_client().get("/marketplace/health")
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["success"] is False
+    assert body["checks"]["broker"]["ok"] is False
+    assert body["checks"]["database"]["ok"] is True
+
+
+def test_liveness_touches_no_dependency(make_app):
+    from tests.support import free_port
+
+    app = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    assert app.test_client().get("/marketplace/health/live").status_code == 200
+
+
+def test_worker_task_event_reaches_a_subscriber_in_another_process(app: Flask, worker):
+    """health.ping runs in the worker process and publishes on Redis; this process receives it."""
+    received: list[dict] = []
+    nonce = uuid.uuid4().hex
+    unsubscribe = app.extensions["bus"].subscribe("system", received.append)
+    try:
+        result = app.extensions["celery"].send_task("health.ping", args=[nonce])
+        answer = result.get(timeout=10)
+        assert answer["nonce"] == nonce
+        message = wait_until(lambda: next((m for m in received if m["data"]["nonce"] == nonce), None))
+    finally:
+        unsubscribe()
+    assert message["event"] == "health.pong"
+    assert message["data"]["worker"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_event_bus_contract(kind, app: Flask):
+    bus = MemoryEventBus() if kind == "memory" else app.extensions["bus"]
+    got_a: list[dict] = []
+    got_b: list[dict] = []
+    done = threading.Event()
+
+    def on_a(message: dict) -> None:
+        got_a.append(message)
+        done.set()
+
+    stop_a = bus.subscribe("company:1", on_a)
+    stop_b = bus.subscribe("company:2", got_b.append)
+    try:
+        bus.emit(1, "whatsapp.connected", {"phone": "+79001234567"})
+        assert done.wait(5)
+        assert got_a == [{"event": "whatsapp.connected", "company_id": 1, "data": {"phone": "+79001234567"}}]
+        assert got_b == []
+    finally:
+        stop_a()
+        stop_b()
+    bus.emit(1, "late", {})
+    assert len(got_a) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DATABASE_URL": "mysql://nope"}, "DATABASE_URL"),
+        ({"JWT_TTL_SECONDS": "soon"}, "JWT_TTL_SECONDS"),
+        ({"APP_ENV": "production", "DATABASE_URL": "postgresql://x/y"}, "SECRET_KEY"),
+    ],
+)
+def test_bad_configuration_fails_with_a_message_not_a_traceback(env, expected):
+    result = subprocess.run(
+        [sys.executable, "-c", "from web import create_app; create_app()"],
+        cwd=ROOT, env={"PATH": "/usr/bin:/bin", **env}, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "configuration error" in result.stderr and expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_migrations_match_the_models(backends):
+    """The schema is created by Alembic alone, and it matches the models exactly."""
+    command.check(alembic_config(backends.database_url))
+
+
+def test_wsgi_entry_point_only_builds_the_app():
+    lines = [line for line in (ROOT / "wsgi.py").read_text().splitlines() if line.strip()]
+    assert lines == [
+        "from web import create_app",
+        "app = create_app()",
+        'celery_app = app.extensions["celery"]',
+    ]

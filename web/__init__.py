@@ -1,0 +1,69 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from models import db
+from services.logs import configure_logging
+from services.pubsub import EventBus, MemoryEventBus, RedisEventBus
+from services.settings import Settings, load_settings
+from tasks import celery_init_app
+from web.errors import register_error_handlers
+from web.extensions import limiter, sock
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _event_bus(settings: Settings, client: redis.Redis) -> EventBus:
+    if settings.pubsub_backend == "memory":
+        return MemoryEventBus()
+    return RedisEventBus(client, settings.redis_namespace)
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, with ``overrides`` taking precedence (tests)."""
+    settings = load_settings(**(overrides or {}))
+    configure_logging(settings)
+
+    app = Flask(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+        static_url_path="/marketplace/static",
+    )
+    app.config.update(
+        SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=1024 * 1024,
+        SOCK_SERVER_OPTIONS={"ping_interval": 25},
+        RATELIMIT_ENABLED=settings.ratelimit_enabled,
+        RATELIMIT_STORAGE_URI=settings.redis_url,
+        RATELIMIT_KEY_PREFIX=f"{settings.redis_namespace}:limits",
+        RATELIMIT_HEADERS_ENABLED=True,
+        RATELIMIT_STRATEGY="fixed-window",
+    )
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
+
+    client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=10)
+    app.extensions["redis"] = client
+    app.extensions["bus"] = _event_bus(settings, client)
+    db.init_app(app)
+    limiter.init_app(app)
+    sock.init_app(app)
+    register_error_handlers(app)
+
+    from web.marketplace import bp as marketplace
+
+    app.register_blueprint(marketplace)
+    celery_init_app(app)
+    return app

@@ -1,0 +1,10 @@
+"""The ``/marketplace`` blueprint; each module adds its routes to it."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+bp = Blueprint("marketplace", __name__, url_prefix="/marketplace")
+
+# Route modules register themselves on ``bp`` when imported.
+from web.marketplace import pages  # noqa: E402,F401
