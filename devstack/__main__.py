@@ -40,6 +40,7 @@ def _environment(redis_url: str | None) -> dict[str, str]:
     env.setdefault("ADMIN_API_KEY", _persistent_secret("admin_api_key", "sk_" + secrets.token_urlsafe(32)))
     env.setdefault("FLOWER_BASIC_AUTH", _persistent_secret("flower_basic_auth", "admin:" + secrets.token_urlsafe(12)))
     env.setdefault("PUBLIC_BASE_URL", f"http://localhost:{env.get('PORT', '3000')}")
+    env.setdefault("FLOWER_PORT", "5555")
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -55,10 +56,11 @@ def _commands(env: dict[str, str]) -> dict[str, list[str]]:
         ],
         "beat": [
             str(bin_dir / "celery"), "-A", "wsgi:celery_app", "beat", "--loglevel", "INFO",
-            "--schedule", str(VAR / "celerybeat-schedule"),
+            "--schedule", str(VAR / f"celerybeat-schedule-{env.get('PORT', '3000')}"),
         ],
         "flower": [
-            str(bin_dir / "celery"), "-A", "wsgi:celery_app", "flower", "--port=5555", "--address=127.0.0.1",
+            str(bin_dir / "celery"), "-A", "wsgi:celery_app", "flower", f"--port={env['FLOWER_PORT']}",
+            "--address=127.0.0.1",
             f"--basic-auth={env['FLOWER_BASIC_AUTH']}", "--purge_offline_workers=60",
         ],
     }
@@ -131,7 +133,8 @@ def main() -> int:
             f"  Service ready      {base}/\n"
             f"  API self-test      {base}/test\n"
             f"  Health             {base}/health\n"
-            f"  Flower             http://127.0.0.1:5555/  (user {user!r}, password in var/flower_basic_auth)\n"
+            f"  Flower             http://127.0.0.1:{env['FLOWER_PORT']}/"
+            f"  (user {user!r}, password in var/flower_basic_auth)\n"
             f"  Admin API key      in var/admin_api_key\n"
             f"  Database           {settings.database_url}\n"
             f"  Redis              {settings.redis_url}{' (embedded)' if embedded else ''}\n"

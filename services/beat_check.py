@@ -18,7 +18,7 @@ def main() -> int:
     if raw is None:
         print("no beat heartbeat yet", file=sys.stderr)
         return 1
-    age = time.time() - float(raw)
+    age = time.time() - float(raw)  # type: ignore[arg-type]
     print(f"beat heartbeat {age:.0f}s ago")
     return 0 if age < BEAT_STALE_AFTER else 1
 

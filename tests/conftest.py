@@ -228,3 +228,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "e2e" in str(item.fspath):
                 item.add_marker(pytest.mark.skip(reason="chromium is not installed"))
+
+
+@pytest.fixture
+def company_factory(ctx: Flask) -> Callable[..., Any]:
+    """``company_factory(**fields)`` → a committed company with its api_key, token and webhook URL."""
+    from tests.factories import make_company
+
+    return make_company

@@ -1,0 +1,36 @@
+"""Work that must happen only once the current transaction has committed (enqueue, publish)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from models import db
+
+log = logging.getLogger(__name__)
+_KEY = "on_commit"
+
+
+def on_commit(fn: Callable[[], Any]) -> None:
+    """Run ``fn`` after the current session commits; drop it if the session rolls back."""
+    db.session().info.setdefault(_KEY, []).append(fn)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    callbacks = session.info.pop(_KEY, [])
+    for fn in callbacks:
+        try:
+            fn()
+        except Exception:
+            # The data is committed; a lost enqueue is recovered by the beat sweeps.
+            log.exception("after-commit action failed")
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_on_rollback(session: Session) -> None:
+    session.info.pop(_KEY, None)

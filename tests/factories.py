@@ -1,0 +1,45 @@
+"""Factories for rows the tests need (call inside an app context)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from models import Company, IntegrationStatus, db
+from services import api_keys, tokens, webhook_secrets
+
+_salon_ids = itertools.count(900_001)
+
+
+@dataclass
+class MadeCompany:
+    """A committed company with its one-time secrets."""
+
+    id: int
+    salon_id: int
+    api_key: str
+    token: str
+    webhook_secret: str
+    webhook_url: str
+
+
+def make_company(
+    salon_id: int | None = None, status: str = IntegrationStatus.PENDING, **fields: object
+) -> MadeCompany:
+    """Insert and commit a company with an API key, a connect token and a webhook secret."""
+    company = Company(salon_id=salon_id or next(_salon_ids), integration_status=status, **fields)
+    db.session.add(company)
+    db.session.flush()
+    key = api_keys.issue_key(company.id, label="test")
+    db.session.commit()
+    secret = webhook_secrets.webhook_secret(company)
+    url = webhook_secrets.webhook_url(company)
+    assert secret and url
+    return MadeCompany(
+        id=company.id,
+        salon_id=company.salon_id,
+        api_key=key,
+        token=tokens.issue_connect_token(company.id, company.salon_id),
+        webhook_secret=secret,
+        webhook_url=url,
+    )

@@ -1,0 +1,54 @@
+"""Reading credentials from a request: API keys (``X-API-Key``) and connect tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import g, request
+
+from services import api_keys
+from services.api_keys import Principal
+from services.errors import Unauthorized
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def presented_api_key() -> str | None:
+    """The ``sk_…`` key from ``X-API-Key`` or ``Authorization: Bearer sk_…``, if any."""
+    key = request.headers.get("X-API-Key")
+    if key:
+        return key.strip()
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip().startswith("sk_"):
+        return value.strip()
+    return None
+
+
+def presented_token() -> str | None:
+    """A connect token from ``Authorization: Bearer``, ``x-auth-token`` or ``?token=``."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip() and not value.strip().startswith("sk_"):
+        return value.strip()
+    return request.headers.get("x-auth-token") or request.args.get("token") or None
+
+
+def current_principal() -> Principal | None:
+    """The principal of the presented API key (cached per request), or None."""
+    if "principal" not in g:
+        g.principal = api_keys.authenticate(presented_api_key())
+    return g.principal
+
+
+def require_admin(view: F) -> F:
+    """Allow only the admin key; 401 ``Unauthorized`` otherwise."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        principal = current_principal()
+        if principal is None or not principal.is_admin:
+            raise Unauthorized("Unauthorized")
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
