@@ -16,6 +16,7 @@ from services.settings import Settings, load_settings
 from tasks import celery_init_app
 from web.errors import register_error_handlers
 from web.extensions import limiter, sock
+from web.limits import register_rate_limit_handler
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +62,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     limiter.init_app(app)
     sock.init_app(app)
     register_error_handlers(app)
+    register_rate_limit_handler(app)
 
     from web.marketplace import bp as marketplace
 
