@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
 from typing import Literal
 
@@ -12,10 +13,18 @@ DEV_SECRET = "dev-insecure-secret-change-me-0123456789"
 
 
 class ConfigError(SystemExit):
-    """A missing or malformed setting: exits with a readable message instead of a traceback."""
+    """A missing or malformed setting: exits with a readable message instead of a traceback.
+
+    The exit status is 3, which gunicorn reads as "worker failed to boot" and stops instead of
+    respawning the worker forever.
+    """
+
+    EXIT_STATUS = 3
 
     def __init__(self, message: str) -> None:
-        super().__init__(f"configuration error: {message}")
+        self.message = f"configuration error: {message}"
+        print(self.message, file=sys.stderr, flush=True)
+        super().__init__(self.EXIT_STATUS)
 
 
 class Settings(BaseSettings):
