@@ -1,12 +1,49 @@
 """Prometheus metrics of the service (prometheus-client; multiprocess mode under gunicorn/Celery).
 
 Every process imports the same objects; with ``PROMETHEUS_MULTIPROC_DIR`` set, values are written
-to that folder and ``/marketplace/metrics`` aggregates them across processes.
+to that folder and ``/marketplace/metrics`` aggregates them across processes. The folder may be
+shared by several containers, so each process's files are named by host name and pid.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+import socket
+from collections.abc import Iterator
+from datetime import datetime
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from models import WebhookEvent, db, utcnow
+from models.webhook_event import EventStatus
+
+
+def multiprocess_dir() -> str | None:
+    """The folder shared by this deployment's processes, or None for a single in-memory registry."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+def process_identifier() -> str:
+    """The name of this process's value files: unique across containers sharing the folder."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+if multiprocess_dir():
+    os.makedirs(multiprocess_dir() or "", exist_ok=True)
+    values.ValueClass = values.MultiProcessValue(process_identifier=process_identifier)
 
 HTTP_REQUESTS = Counter(
     "ycwa_http_requests_total", "HTTP requests by endpoint, method and status", ["endpoint", "method", "status"]
@@ -32,3 +69,65 @@ CALLBACKS = Counter(
     "ycwa_callbacks_total", "Activation callbacks to YClients by outcome (sent, rejected, retrying, dead)",
     ["outcome"],
 )
+
+
+class InboxBacklogCollector(Collector):
+    """Counts ``webhook_events`` by status at scrape time (needs an app context)."""
+
+    PENDING = (EventStatus.RECEIVED, EventStatus.PROCESSING, EventStatus.FAILED)
+
+    def collect(self) -> Iterator[Metric]:
+        counts = GaugeMetricFamily(
+            "ycwa_webhook_inbox_events", "Webhook inbox events by status, counted at scrape time", labels=["status"]
+        )
+        oldest = GaugeMetricFamily(
+            "ycwa_webhook_inbox_oldest_age_seconds",
+            "Age of the oldest inbox event still waiting in each unfinished status",
+            labels=["status"],
+        )
+        rows = db.session.execute(
+            select(WebhookEvent.status, func.count(), func.min(WebhookEvent.received_at)).group_by(WebhookEvent.status)
+        ).all()
+        db.session.rollback()
+        by_status: dict[str, tuple[int, datetime | None]] = {row[0]: (int(row[1]), row[2]) for row in rows}
+        now = utcnow()
+        for status in sorted(set(EventStatus.ALL) | set(by_status)):
+            count, first = by_status.get(status, (0, None))
+            counts.add_metric([status], count)
+            if status in self.PENDING:
+                oldest.add_metric([status], _age_seconds(now, first))
+        yield counts
+        yield oldest
+
+
+def _age_seconds(now: datetime, first: datetime | None) -> float:
+    if first is None:
+        return 0.0
+    if first.tzinfo is None:  # SQLite aggregates come back as naive UTC
+        first = first.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - first).total_seconds())
+
+
+class _ThisProcess(Collector):
+    """The in-memory default registry, when there is no multiprocess folder."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield from REGISTRY.collect()
+
+
+def exposition() -> tuple[bytes, str]:
+    """Every process's metrics and the inbox backlog in Prometheus text format, with its content type."""
+    registry = CollectorRegistry()
+    folder = multiprocess_dir()
+    if folder:
+        multiprocess.MultiProcessCollector(registry, path=folder)
+    else:
+        registry.register(_ThisProcess())
+    registry.register(InboxBacklogCollector())
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop the live-gauge files of a process that exited (gunicorn worker, Celery pool child)."""
+    if multiprocess_dir():
+        multiprocess.mark_process_dead(f"{socket.gethostname()}-{pid}")

@@ -8,6 +8,7 @@ from celery import Celery, Task
 from flask import Flask
 
 import celeryconfig
+from tasks import signals
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -21,5 +22,6 @@ def celery_init_app(app: Flask) -> Celery:
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.conf.update(celeryconfig.config_for(app.config["SETTINGS"]))
     celery_app.set_default()
+    signals.connect()
     app.extensions["celery"] = celery_app
     return celery_app

@@ -34,6 +34,9 @@ def pytest_configure(config: pytest.Config) -> None:
     global _BACKENDS
     tmp = Path(config.rootpath) / "var" / "test-runs" / uuid.uuid4().hex[:8]
     tmp.mkdir(parents=True, exist_ok=True)
+    # Metrics of the test app and of every service subprocess go to one folder (read at import time).
+    (tmp / "metrics").mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(tmp / "metrics")
     _BACKENDS = detect_backends(tmp)
     upgrade(_BACKENDS.database_url)
     config.stash[_tmp_key] = tmp
@@ -82,6 +85,7 @@ def service_env(backends: Backends) -> dict[str, str]:
         "RATELIMIT_ENABLED": "false",
         "ADMIN_API_KEY": "sk_test_admin_key_0123456789abcdefghijklmnop",
         "CELERY_VISIBILITY_TIMEOUT": "30",
+        "PROMETHEUS_MULTIPROC_DIR": os.environ["PROMETHEUS_MULTIPROC_DIR"],
     }
 
 

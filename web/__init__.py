@@ -17,6 +17,7 @@ from tasks import celery_init_app
 from web.errors import register_error_handlers
 from web.extensions import limiter, sock
 from web.limits import register_rate_limit_handler
+from web.observability import init_app as init_observability
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,6 +59,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=10)
     app.extensions["redis"] = client
     app.extensions["bus"] = _event_bus(settings, client)
+    init_observability(app)  # first, so every later hook's early answer is counted and has an id
     db.init_app(app)
     limiter.init_app(app)
     sock.init_app(app)
