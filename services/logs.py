@@ -113,9 +113,18 @@ class RedactingFilter(logging.Filter):
         if record.stack_info:
             record.stack_info = self.redactor(record.stack_info)
         for name, value in list(vars(record).items()):
-            if name not in _STANDARD_ATTRS and isinstance(value, str):
-                setattr(record, name, self.redactor(value))
+            if name not in _STANDARD_ATTRS and not name.startswith("_"):
+                setattr(record, name, self._redact(value))
         return True
+
+    def _redact(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redactor(value)
+        if isinstance(value, dict):
+            return {k: self._redact(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._redact(v) for v in value]
+        return value
 
 
 class ContextFilter(logging.Filter):
