@@ -8,7 +8,7 @@ from typing import Any
 from services.settings import Settings
 
 # Modules whose @shared_task functions the worker registers.
-TASK_MODULES = ("tasks.health",)
+TASK_MODULES = ("tasks.health", "tasks.yclients",)
 
 
 def config_for(settings: Settings) -> dict[str, Any]:

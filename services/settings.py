@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     yclients_timeout_seconds: float = Field(10.0, gt=0)
     callback_max_attempts: int = Field(8, ge=1)
     callback_wait_seconds: float = Field(5.0, ge=0)
+    callback_retry_base_seconds: float = Field(5.0, gt=0)
+    callback_retry_max_seconds: float = Field(3600.0, gt=0)
+    install_replay_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
 
     whatsapp_gateway: Literal["simulator", "waha"] = "simulator"
     waha_url: str = "http://127.0.0.1:3001"

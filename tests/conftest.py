@@ -16,6 +16,9 @@ from sqlalchemy import text
 
 from models import Base, db
 from services.schema import upgrade
+from tests.fake_yclients import APPLICATION_ID as YCLIENTS_APPLICATION_ID
+from tests.fake_yclients import PARTNER_TOKEN as YCLIENTS_PARTNER_TOKEN
+from tests.fake_yclients import FakeYClients
 from tests.support import (
     TEST_SECRET,
     Backends,
@@ -74,9 +77,23 @@ def run_dir(pytestconfig: pytest.Config) -> Path:
 
 
 @pytest.fixture(scope="session")
-def service_env(backends: Backends) -> dict[str, str]:
+def fake_yclients() -> Iterator[FakeYClients]:
+    """A local server answering as YClients' partner API; every process of the run calls it."""
+    server = FakeYClients().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_env(backends: Backends, fake_yclients: FakeYClients) -> dict[str, str]:
     """Environment shared by the test app and every service subprocess (extend it in fixtures)."""
     return {
+        "YCLIENTS_API_URL": fake_yclients.url,
+        "YCLIENTS_PARTNER_TOKEN": YCLIENTS_PARTNER_TOKEN,
+        "YCLIENTS_APPLICATION_ID": str(YCLIENTS_APPLICATION_ID),
+        "YCLIENTS_TIMEOUT_SECONDS": "2",
+        "CALLBACK_RETRY_BASE_SECONDS": "0.2",
+        "CALLBACK_RETRY_MAX_SECONDS": "1",
         "APP_ENV": "test",
         "DATABASE_URL": backends.database_url,
         "REDIS_URL": backends.redis_url,

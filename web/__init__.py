@@ -44,7 +44,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=1024 * 1024,
         SOCK_SERVER_OPTIONS={"ping_interval": 25},
-        RATELIMIT_ENABLED=settings.ratelimit_enabled,
+        # The limiter object is shared by every app in a process; RATELIMIT_ENABLED off is honoured per app by a
+        # request filter in web.limits, and a Redis outage lets requests through rather than failing them.
+        RATELIMIT_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_STORAGE_URI=settings.redis_url,
         RATELIMIT_KEY_PREFIX=f"{settings.redis_namespace}:limits",
         RATELIMIT_HEADERS_ENABLED=True,

@@ -1,20 +1,23 @@
 """Rate limits of the reference: public endpoints per client IP, protected ones per API key.
 
 Counters live in Redis (Flask-Limiter's storage), so they hold across processes. The client IP is
-``request.remote_addr`` after ProxyFix has applied the configured number of trusted proxies.
+``request.remote_addr`` after ProxyFix has applied the configured number of trusted proxies, so a
+forged ``X-Forwarded-For`` counts only when a trusted proxy put it there. Every limited response
+carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``; a 429 adds
+``Retry-After`` and the reference's body. Endpoints without a decorator (webhook ingestion) are
+never limited: the limiter has no default limits.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 
 from flask import Flask, Response, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 
 from services import runtime
-from web.auth import presented_api_key
+from web.auth import presented_api_key, presented_token
 from web.extensions import limiter
 
 
@@ -23,16 +26,23 @@ def client_ip() -> str:
     return request.remote_addr or "unknown"
 
 
-def _api_key_identity() -> str:
-    key = presented_api_key()
-    if key:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:32]
+def _credential_identity() -> str:
+    """The API key (or, without one, the connect token) as a hash; the client IP without either."""
+    credential = presented_api_key() or presented_token()
+    if credential:
+        return "key:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
     return "ip:" + client_ip()
+
+
+@limiter.request_filter
+def _limits_switched_off() -> bool:
+    # One Limiter serves every app of the process; the switch is read from the current app.
+    return not runtime.settings().ratelimit_enabled
 
 
 public_limit = limiter.shared_limit(lambda: runtime.settings().ratelimit_public, scope="public", key_func=client_ip)
 protected_limit = limiter.shared_limit(
-    lambda: runtime.settings().ratelimit_protected, scope="protected", key_func=_api_key_identity
+    lambda: runtime.settings().ratelimit_protected, scope="protected", key_func=_credential_identity
 )
 
 
@@ -42,7 +52,8 @@ def register_rate_limit_handler(app: Flask) -> None:
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded) -> tuple[Response, int]:
         current = limiter.current_limit
-        retry_after = max(1, math.ceil(current.reset_at - time.time())) if current else 60
+        # Whole seconds rounded down, the way Flask-Limiter recomputes the header after this handler.
+        retry_after = max(1, int(current.reset_at - time.time())) if current else 60
         response = jsonify(success=False, error="Too many requests", retry_after=retry_after)
         response.headers["Retry-After"] = str(retry_after)
         return response, 429

@@ -7,5 +7,10 @@ from flask import Blueprint
 bp = Blueprint("marketplace", __name__, url_prefix="/marketplace")
 
 # Route modules register themselves on ``bp`` when imported.
-from web.marketplace import pages  # noqa: E402,F401
-from web.marketplace import metrics  # noqa: E402,F401
+from web.marketplace import (  # noqa: E402,F401
+    callback,
+    companies,
+    metrics,
+    pages,
+    registration,
+)

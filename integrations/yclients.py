@@ -1,0 +1,120 @@
+"""The YClients marketplace partner API client (``/marketplace/partner/...``).
+
+Only what the service uses today is wrapped (the activation callback); ``request`` is the one
+place that speaks HTTP, so payments, install status and uninstall calls can be added beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import requests
+
+ACCEPT = "application/vnd.yclients.v2+json"
+ALREADY_INSTALLED = "уже установил"
+EXCERPT_LENGTH = 500
+# 4xx answers that mean "try again later" rather than "no".
+RETRYABLE_CLIENT_ERRORS = (408, 425, 429)
+
+
+class Outcome(StrEnum):
+    """What a partner API answer means for the caller."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    RETRY = "retry"
+
+
+@dataclass(frozen=True)
+class PartnerResponse:
+    """One answer (or failure to answer) of the partner API, classified."""
+
+    outcome: Outcome
+    http_status: int | None
+    message: str
+    excerpt: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome is Outcome.ACCEPTED
+
+
+def _message_of(body: Any) -> str | None:
+    """YClients puts the human message in ``meta.message`` (v2) or ``message`` / ``errors``."""
+    if not isinstance(body, dict):
+        return None
+    meta = body.get("meta")
+    if isinstance(meta, dict) and meta.get("message"):
+        return str(meta["message"])
+    for field in ("message", "error", "errors"):
+        value = body.get(field)
+        if value:
+            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return None
+
+
+def classify(status: int, text: str) -> PartnerResponse:
+    """Sort an HTTP answer into accepted / rejected / retry (DESIGN.md §6, platform facts)."""
+    excerpt = text[:EXCERPT_LENGTH]
+    try:
+        message = _message_of(json.loads(text)) if text else None
+    except ValueError:
+        message = None  # HTML instead of JSON, as YClients' 301 and some errors send
+    message = message or f"HTTP {status}"
+    if 200 <= status < 300 or status == 301:
+        outcome = Outcome.ACCEPTED
+    elif status == 403 and ALREADY_INSTALLED in message.lower():
+        outcome = Outcome.ACCEPTED
+    elif status >= 500 or status in RETRYABLE_CLIENT_ERRORS:
+        outcome = Outcome.RETRY
+    else:
+        outcome = Outcome.REJECTED
+    return PartnerResponse(outcome, status, message, excerpt)
+
+
+class YClientsPartnerClient:
+    """Calls to the marketplace partner API with the partner token; every call has a timeout."""
+
+    def __init__(self, base_url: str, partner_token: str, timeout: float, session: requests.Session | None = None):
+        self.base_url = base_url.rstrip("/")
+        self.partner_token = partner_token
+        self.timeout = timeout
+        self.session = session or requests.Session()
+
+    def request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> PartnerResponse:
+        """One call; network failures and timeouts come back as ``Outcome.RETRY``, never raised."""
+        headers = {
+            "Authorization": f"Bearer {self.partner_token}",
+            "Accept": ACCEPT,
+            "Content-Type": "application/json",
+        }
+        try:
+            response = self.session.request(
+                method,
+                f"{self.base_url}/marketplace{path}",
+                json=payload,
+                headers=headers,
+                timeout=self.timeout,
+                # The 301 of the callback is meant for a browser; following it yields an HTML page.
+                allow_redirects=False,
+            )
+        except requests.Timeout:
+            return PartnerResponse(Outcome.RETRY, None, f"YClients не ответил за {self.timeout:g} с")
+        except requests.RequestException as exc:
+            return PartnerResponse(Outcome.RETRY, None, f"YClients недоступен: {type(exc).__name__}")
+        return classify(response.status_code, response.text)
+
+    def send_callback(
+        self, salon_id: int, application_id: int, api_key: str, webhook_urls: list[str]
+    ) -> PartnerResponse:
+        """Tell YClients the salon's integration is set up (``POST /marketplace/partner/callback``)."""
+        payload = {
+            "salon_id": salon_id,
+            "application_id": application_id,
+            "api_key": api_key,
+            "webhook_urls": webhook_urls,
+        }
+        return self.request("POST", "/partner/callback", payload)

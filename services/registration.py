@@ -1,0 +1,213 @@
+"""Registering a salon (a company): from ``POST /register`` or YClients' signed install redirect."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db
+from services import api_keys, company_events, install, runtime, tokens
+from services.api_keys import Principal
+from services.callbacks import enqueue_callback
+from services.errors import Conflict, InvalidInput, Unauthorized
+from services.install import MarketplaceUser
+from services.webhook_secrets import rotate_webhook_secret, webhook_url
+
+MISSING_SALON_ID = "Отсутствует обязательный параметр salon_id"
+BAD_SALON_ID = "Параметр salon_id должен быть положительным целым числом"
+BAD_PHONE = "Некорректный номер телефона: нужно от 10 до 15 цифр"
+BAD_EMAIL = "Некорректный email"
+BAD_JSON = "Некорректный JSON в теле запроса"
+ALREADY_REGISTERED = "Салон уже зарегистрирован: нужен API-ключ компании, ключ администратора или подпись YClients"
+PROOF_REQUIRED = "Для регистрации нужна подпись YClients (user_data, user_data_sign) или ключ администратора"
+REGISTERED = "Компания успешно зарегистрирована"
+REATTACHED = "Компания уже была зарегистрирована: выдан новый API-ключ"
+
+MAX_SALON_ID = 2**63 - 1
+EMAIL = re.compile(
+    r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,63}$"
+)
+PHONE_PUNCTUATION = re.compile(r"[\s()\-.]")
+DEFAULT_KEY_LABEL = "default"
+# A new install after these reactivates the company.
+REACTIVATED_FROM = (IntegrationStatus.UNINSTALLED, IntegrationStatus.FROZEN)
+
+
+@dataclass(frozen=True)
+class RegistrationRequest:
+    """Validated input of ``POST /register``."""
+
+    salon_id: int
+    phone: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What registering produced; ``api_key`` is None when no key was issued (install redirect)."""
+
+    company: Company
+    created: bool
+    api_key: str | None
+    connect_url: str
+    webhook_url: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """The reference's 201 body plus ``webhook_url``."""
+        return {
+            "success": True,
+            "company_id": self.company.id,
+            "salon_id": self.company.salon_id,
+            "api_key": self.api_key,
+            "connect_url": self.connect_url,
+            "webhook_url": self.webhook_url,
+            "message": REGISTERED if self.created else REATTACHED,
+        }
+
+
+def parse_salon_id(value: Any) -> int:
+    """A positive integer salon id from JSON or a query string; ``InvalidInput`` otherwise."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise InvalidInput(MISSING_SALON_ID)
+    if isinstance(value, bool):
+        raise InvalidInput(BAD_SALON_ID)
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        value = int(value.strip())
+    if not isinstance(value, int) or not 0 < value <= MAX_SALON_ID:
+        raise InvalidInput(BAD_SALON_ID)
+    return value
+
+
+def normalise_phone(value: Any) -> str:
+    """``+`` and 10–15 digits; spaces, dashes, dots and brackets are dropped."""
+    if not isinstance(value, str):
+        raise InvalidInput(BAD_PHONE)
+    digits = PHONE_PUNCTUATION.sub("", value.strip())
+    digits = digits.removeprefix("+")
+    if not (digits.isascii() and digits.isdigit() and 10 <= len(digits) <= 15):
+        raise InvalidInput(BAD_PHONE)
+    return "+" + digits
+
+
+def parse_registration(payload: Any) -> RegistrationRequest:
+    """Validate the body; the first failing field decides the message (reference order)."""
+    if not isinstance(payload, dict):
+        raise InvalidInput(BAD_JSON)
+    salon_id = parse_salon_id(payload.get("salon_id"))
+    phone = payload.get("phone")
+    phone = None if phone in (None, "") else normalise_phone(phone)
+    email = payload.get("email")
+    if email in (None, ""):
+        email = None
+    elif not isinstance(email, str) or len(email) > 254 or not EMAIL.match(email.strip()):
+        raise InvalidInput(BAD_EMAIL)
+    else:
+        email = email.strip()
+    return RegistrationRequest(salon_id, phone, email)
+
+
+def connect_url(company: Company) -> str:
+    """The connect page of the company, with a fresh connect token."""
+    token = tokens.issue_connect_token(company.id, company.salon_id)
+    return f"/marketplace/connect?token={token}&company={company.id}&salon={company.salon_id}"
+
+
+def _find(salon_id: int) -> Company | None:
+    return db.session.scalar(select(Company).where(Company.salon_id == salon_id))
+
+
+def _apply_user(company: Company, user: MarketplaceUser | None) -> None:
+    if user is None:
+        return
+    company.marketplace_user_id = user.id
+    company.marketplace_user_name = user.name
+    company.marketplace_user_phone = user.phone
+    company.marketplace_user_email = user.email
+    company.title = company.title or user.salon_name
+
+
+def _create(salon_id: int, source: str, user: MarketplaceUser | None, **fields: Any) -> Company | None:
+    """Insert the company, or None when another request inserted the same salon first."""
+    company = Company(salon_id=salon_id, integration_status=IntegrationStatus.PENDING, **fields)
+    _apply_user(company, user)
+    db.session.add(company)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        db.session.rollback()
+        return None
+    company_events.record(company.id, "registered", source=source)
+    return company
+
+
+def _reactivate(company: Company, source: str) -> None:
+    """A new install of an uninstalled or frozen salon starts it again."""
+    if company.integration_status not in REACTIVATED_FROM:
+        return
+    if company.webhook_secret_generation is None:
+        rotate_webhook_secret(company)
+    session = db.session.scalar(select(WhatsAppSession).where(WhatsAppSession.company_id == company.id))
+    if session is not None and session.status == SessionStatus.WORKING:
+        company.integration_status = IntegrationStatus.CONNECTED
+        enqueue_callback(company.id)  # YClients must be told again about the new install
+    else:
+        company.integration_status = IntegrationStatus.PENDING
+    company_events.record(company.id, "reinstalled", source=source)
+
+
+def register_company(
+    request: RegistrationRequest, principal: Principal | None, user: MarketplaceUser | None
+) -> Registration:
+    """Register a new salon, or re-attach an existing one for a caller that proves the right to it.
+
+    ``user`` is a verified YClients install signature. Caller commits.
+    """
+    if user is not None:
+        install.bind_signature(user.signature, request.salon_id)
+    for _ in range(2):
+        existing = _find(request.salon_id)
+        if existing is not None:
+            return _reattach(existing, request, principal, user)
+        partner_token = runtime.settings().yclients_partner_token
+        if partner_token and user is None and not (principal and principal.is_admin):
+            raise Unauthorized(PROOF_REQUIRED)
+        company = _create(request.salon_id, "api", user, phone=request.phone, email=request.email)
+        if company is not None:
+            key = api_keys.issue_key(company.id, label=DEFAULT_KEY_LABEL)
+            return Registration(company, True, key, connect_url(company), webhook_url(company))
+    raise Conflict(ALREADY_REGISTERED)
+
+
+def _reattach(
+    company: Company, request: RegistrationRequest, principal: Principal | None, user: MarketplaceUser | None
+) -> Registration:
+    if user is None and not (principal and principal.may_act_for(company.id)):
+        raise Conflict(ALREADY_REGISTERED)
+    company.phone = request.phone or company.phone
+    company.email = request.email or company.email
+    _apply_user(company, user)
+    _reactivate(company, "api")
+    api_keys.revoke_keys(company.id, label=DEFAULT_KEY_LABEL)
+    key = api_keys.issue_key(company.id, label=DEFAULT_KEY_LABEL)
+    company_events.record(company.id, "key_rotated", label=DEFAULT_KEY_LABEL)
+    return Registration(company, False, key, connect_url(company), webhook_url(company))
+
+
+def install_company(salon_id: int, user: MarketplaceUser) -> Registration:
+    """Register or re-attach the salon of a verified install redirect (no API key is shown). Caller commits."""
+    install.bind_signature(user.signature, salon_id)
+    for _ in range(2):
+        company = _find(salon_id)
+        if company is not None:
+            _apply_user(company, user)
+            _reactivate(company, "install")
+            company_events.record(company.id, "install_visit")
+            return Registration(company, False, None, connect_url(company), webhook_url(company))
+        company = _create(salon_id, "install", user)
+        if company is not None:
+            return Registration(company, True, None, connect_url(company), webhook_url(company))
+    raise Conflict(ALREADY_REGISTERED)

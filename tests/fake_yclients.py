@@ -1,0 +1,185 @@
+"""A local HTTP server that answers as YClients' marketplace partner API does, and records calls.
+
+Answers are scripted per salon (``fake.script(salon_id, created(), server_error())``); a salon
+with no script left gets ``201 Created``. Shapes follow what production saw: 201 JSON, 301 with an
+HTML body, 403 "already installed", 401/422 JSON errors, 500, and answers slower than a timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PARTNER_TOKEN = "test-partner-token-0123456789"
+APPLICATION_ID = 4242
+
+
+def signed_user_data(user: dict[str, Any], partner_token: str = PARTNER_TOKEN) -> tuple[str, str]:
+    """``(user_data, user_data_sign)`` as YClients puts them in the install redirect."""
+    raw = json.dumps(user, ensure_ascii=False).encode()
+    return base64.b64encode(raw).decode(), hmac.new(partner_token.encode(), raw, hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Reply:
+    """One scripted answer."""
+
+    status: int
+    body: str
+    content_type: str = "application/json"
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _v2(success: bool, data: Any = None, message: str | None = None) -> str:
+    meta = {"message": message} if message else []
+    return json.dumps({"success": success, "data": data, "meta": meta}, ensure_ascii=False)
+
+
+def created() -> Reply:
+    return Reply(201, _v2(True, {"success": True}))
+
+
+def redirect_html() -> Reply:
+    return Reply(
+        301,
+        "<html><head><title>Moved</title></head><body>Redirecting to yclients.com</body></html>",
+        "text/html; charset=UTF-8",
+        headers={"Location": "https://yclients.com/appstore/"},
+    )
+
+
+def already_installed() -> Reply:
+    return Reply(403, _v2(False, None, "Пользователь уже установил это приложение"))
+
+
+def unauthorized() -> Reply:
+    return Reply(401, _v2(False, None, "Необходима авторизация"))
+
+
+def unprocessable(message: str = "Неверный api_key") -> Reply:
+    return Reply(422, _v2(False, None, message))
+
+
+def bad_request() -> Reply:
+    return Reply(400, _v2(False, None, "Агрегатор не найден"))
+
+
+def server_error() -> Reply:
+    return Reply(500, "<html><body>502 Bad Gateway</body></html>", "text/html")
+
+
+def too_many() -> Reply:
+    return Reply(429, _v2(False, None, "Too Many Requests"))
+
+
+def slow(seconds: float, reply: Reply | None = None) -> Reply:
+    base = reply or created()
+    return Reply(base.status, base.body, base.content_type, seconds, base.headers)
+
+
+@dataclass
+class Recorded:
+    """A request the fake received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+class FakeYClients:
+    """The server; ``url`` is what ``YCLIENTS_API_URL`` should be set to."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self._scripts: dict[int | None, deque[Reply]] = defaultdict(deque)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                fake._handle(self, "POST")
+
+            def do_GET(self) -> None:  # noqa: N802
+                fake._handle(self, "GET")
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> FakeYClients:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def script(self, salon_id: int | None, *replies: Reply) -> None:
+        """Queue answers for calls about ``salon_id`` (None: for calls naming no salon)."""
+        with self._lock:
+            self._scripts[salon_id].extend(replies)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._scripts.clear()
+            self.requests.clear()
+
+    def calls_for(self, salon_id: int) -> list[Recorded]:
+        """Recorded requests whose JSON body names ``salon_id``."""
+        with self._lock:
+            return [r for r in self.requests if isinstance(r.body, dict) and r.body.get("salon_id") == salon_id]
+
+    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw.decode(errors="replace")
+        salon_id = body.get("salon_id") if isinstance(body, dict) else None
+        with self._lock:
+            self.requests.append(Recorded(method, handler.path, dict(handler.headers.items()), body))
+            queue = self._scripts.get(salon_id)
+            reply = queue.popleft() if queue else None
+        if reply is None:
+            reply = self._default(handler)
+        if reply.delay and self._stopping.wait(reply.delay):
+            return
+        data = reply.body.encode()
+        try:
+            handler.send_response(reply.status)
+            handler.send_header("Content-Type", reply.content_type)
+            handler.send_header("Content-Length", str(len(data)))
+            for name, value in reply.headers.items():
+                handler.send_header(name, value)
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (timeout tests)
+
+    @staticmethod
+    def _default(handler: BaseHTTPRequestHandler) -> Reply:
+        if handler.headers.get("Authorization") != f"Bearer {PARTNER_TOKEN}":
+            return unauthorized()
+        if handler.path.rstrip("/") != "/marketplace/partner/callback":
+            return Reply(404, _v2(False, None, "Not found"))
+        return created()

@@ -1,0 +1,26 @@
+"""``GET /status/:companyId`` and ``GET /companies`` (connection stats)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services import companies
+from web.auth import presented_api_key, presented_token, require_admin
+from web.limits import protected_limit
+from web.marketplace import bp
+
+
+@bp.get("/status/<int:company_id>")
+@protected_limit
+def company_status(company_id: int) -> dict[str, Any]:
+    """The company's connection status for its connect token, its API key or the admin key."""
+    status = companies.company_status(company_id, presented_api_key(), presented_token())
+    return {"success": True, **status}
+
+
+@bp.get("/companies")
+@protected_limit
+@require_admin
+def connection_stats() -> dict[str, Any]:
+    """Connection stats of every company (admin key)."""
+    return {"success": True, "stats": companies.connection_stats()}

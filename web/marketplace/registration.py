@@ -1,0 +1,58 @@
+"""``POST /register`` and ``GET /install`` (the YClients marketplace redirect)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import redirect, render_template, request
+from werkzeug.wrappers import Response
+
+from models import db
+from services import install, registration
+from services.errors import Forbidden, InvalidInput
+from web.auth import current_principal
+from web.limits import public_limit
+from web.marketplace import bp
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object; 400 for malformed JSON or anything but an object."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return {}
+    payload = request.get_json(force=True, silent=True)
+    if not isinstance(payload, dict):
+        raise InvalidInput(registration.BAD_JSON)
+    return payload
+
+
+@bp.post("/register")
+@public_limit
+def register() -> tuple[dict[str, Any], int]:
+    """Register a salon; re-registering needs the company's key, the admin key or a YClients signature."""
+    payload = json_object()
+    data = registration.parse_registration(payload)
+    user = None
+    if payload.get("user_data") or payload.get("user_data_sign"):
+        user = install.verify_user_data(payload.get("user_data"), payload.get("user_data_sign"))
+    result = registration.register_company(data, current_principal(), user)
+    db.session.commit()
+    return result.as_json(), 201 if result.created else 200
+
+
+@bp.get("/install")
+@public_limit
+def install_redirect() -> Response | tuple[str, int]:
+    """Verify YClients' signed redirect, register or re-attach the salon, send the owner to its connect page."""
+    try:
+        user = install.verify_user_data(request.args.get("user_data"), request.args.get("user_data_sign"))
+        salon_value = request.args.get("salon_id") or next(iter(request.args.getlist("salon_ids[]")), None)
+        salon_id = registration.parse_salon_id(salon_value)
+        result = registration.install_company(salon_id, user)
+    except (Forbidden, InvalidInput) as exc:
+        db.session.rollback()
+        status = 403 if isinstance(exc, Forbidden) else 400
+        page = render_template("install_error.html", message=exc.message)
+        return page, status
+    db.session.commit()
+    return redirect(result.connect_url, code=302)
