@@ -8,7 +8,7 @@ from typing import Any
 from services.settings import Settings
 
 # Modules whose @shared_task functions the worker registers.
-TASK_MODULES = ("tasks.health", "tasks.yclients",)
+TASK_MODULES = ("tasks.health", "tasks.webhooks", "tasks.yclients",)
 
 
 def config_for(settings: Settings) -> dict[str, Any]:
@@ -21,6 +21,13 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "broker_transport_options": {
             "global_keyprefix": prefix,
             "visibility_timeout": settings.celery_visibility_timeout,
+            # A publisher facing a dead broker gives up within a fraction of a second instead of
+            # retrying the connection for seconds (web requests enqueue; beat sweeps recover).
+            # The worker's consumer reconnects on its own schedule (broker_connection_max_retries).
+            "max_retries": 1,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
         },
         "result_backend_transport_options": {"global_keyprefix": prefix},
         "broker_connection_retry_on_startup": True,
@@ -44,5 +51,6 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "timezone": "UTC",
         "beat_schedule": {
             "beat-heartbeat": {"task": "health.beat_heartbeat", "schedule": timedelta(seconds=15)},
+            "webhooks-sweep": {"task": "webhooks.sweep", "schedule": timedelta(seconds=5)},
         },
     }

@@ -50,3 +50,6 @@ class WebhookEvent(Base):
     request_id: Mapped[str | None] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When a worker should next run the event: end of the claim's lease while ``processing``,
+    # the retry time while ``failed``; the sweep re-enqueues events past it.
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
 
     webhook_max_body_bytes: int = Field(256 * 1024, gt=0)
     webhook_max_attempts: int = Field(8, ge=1)
+    webhook_retry_base_seconds: float = Field(5.0, gt=0)
+    webhook_retry_max_seconds: float = Field(3600.0, gt=0)
+    webhook_processing_timeout_seconds: float = Field(360.0, gt=0)
+    webhook_sweep_after_seconds: float = Field(10.0, ge=0)
 
     celery_visibility_timeout: int = Field(3600, gt=0)
     celery_worker_concurrency: int = Field(2, ge=1)

@@ -14,6 +14,7 @@ from services.logs import configure_logging
 from services.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from services.settings import Settings, load_settings
 from tasks import celery_init_app
+from web.cli_webhooks import webhooks_cli
 from web.errors import register_error_handlers
 from web.extensions import limiter, sock
 from web.limits import register_rate_limit_handler
@@ -72,5 +73,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from web.marketplace import bp as marketplace
 
     app.register_blueprint(marketplace)
+    app.cli.add_command(webhooks_cli)
     celery_init_app(app)
     return app

@@ -14,3 +14,5 @@ from web.marketplace import (  # noqa: E402,F401
     pages,
     registration,
 )
+from web.marketplace import webhooks  # noqa: E402,F401
+from web.marketplace import admin_webhooks  # noqa: E402,F401

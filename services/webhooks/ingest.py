@@ -1,0 +1,154 @@
+"""The hot path: authenticate a delivery, store it in the inbox once, enqueue its processing.
+
+Nothing slow or external runs here. The insert is ``ON CONFLICT (dedupe_key) DO NOTHING RETURNING
+id`` (one round trip; no id back means a duplicate). The enqueue happens after the commit and fails
+fast: if the broker is down the event stays ``received`` and ``webhooks.sweep`` enqueues it later.
+A failure to store is logged and counted, never raised: the sender always gets its 200.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from models import Company, EventSource, EventStatus, db, utcnow
+from services import runtime, webhook_secrets
+from services.metrics import WEBHOOKS_RECEIVED
+from services.webhooks import EVENTS
+from services.webhooks.parsing import Malformed, excerpt, parse_delivery
+
+log = logging.getLogger(__name__)
+
+PROCESS_TASK = "webhooks.process"
+MAX_DB_INT = 2**31 - 1
+
+
+class Outcome:
+    """What became of one delivery (the ``outcome`` label of the webhook metric)."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    REJECTED = "rejected"
+    STORE_FAILED = "store_failed"
+
+
+@dataclass(frozen=True)
+class Received:
+    """The result of ingesting one delivery."""
+
+    outcome: str
+    event_id: int | None = None
+    reason: str | None = None
+
+
+def insert_event(**values: Any) -> int | None:
+    """``INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING id``; None when the key exists."""
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    values.setdefault("status", EventStatus.RECEIVED)
+    values.setdefault("attempts", 0)
+    values.setdefault("received_at", utcnow())
+    statement = (
+        insert(EVENTS)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["dedupe_key"])
+        .returning(EVENTS.c.id)
+    )
+    return db.session.execute(statement).scalar()
+
+
+def enqueue(event_id: int) -> bool:
+    """Send ``webhooks.process(event_id)`` without waiting on a broken broker; False if it failed."""
+    try:
+        runtime.celery().send_task(PROCESS_TASK, args=[event_id], retry=False, ignore_result=True)
+    except Exception as exc:  # the event is stored: the sweep enqueues it once the broker is back
+        log.warning("webhook event %s stored but not enqueued (%s); the sweep will pick it up", event_id, exc)
+        return False
+    return True
+
+
+def rejected_values(
+    company_id: int | None, source: str, reason: str, payload: dict[str, Any], request_id: str | None
+) -> dict[str, Any]:
+    """Column values of a rejected delivery: never processed, unique key per delivery."""
+    return {
+        "company_id": company_id,
+        "source": source,
+        "dedupe_key": f"rejected:{uuid.uuid4().hex}",
+        "type": "rejected",
+        "payload": payload,
+        "status": EventStatus.REJECTED,
+        "reject_reason": reason[:255],
+        "request_id": request_id,
+    }
+
+
+def store(values: dict[str, Any], *, enqueue_after: bool) -> Received:
+    """Insert one delivery, commit, optionally enqueue; storage failures are logged, not raised."""
+    rejected = values.get("status") == EventStatus.REJECTED
+    try:
+        event_id = insert_event(**values)
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        log.exception("webhook delivery could not be stored (source=%s)", values.get("source"))
+        WEBHOOKS_RECEIVED.labels(values.get("source", "unknown"), Outcome.STORE_FAILED).inc()
+        return Received(Outcome.STORE_FAILED)
+    if rejected:
+        outcome = Outcome.REJECTED
+    elif event_id is None:
+        outcome = Outcome.DUPLICATE
+    else:
+        outcome = Outcome.ACCEPTED
+        if enqueue_after:
+            enqueue(event_id)
+    WEBHOOKS_RECEIVED.labels(values["source"], outcome).inc()
+    return Received(outcome, event_id, values.get("reject_reason"))
+
+
+def _company(company_id: int) -> Company | None:
+    if not 0 < company_id <= MAX_DB_INT:
+        return None
+    return db.session.get(Company, company_id)
+
+
+def receive(
+    company_id: int, presented_secret: str | None, body: bytes | None, request_id: str | None = None
+) -> Received:
+    """Ingest one data-webhook delivery; ``body`` None means it was too large to read."""
+    try:
+        company = _company(company_id)
+    except Exception:
+        db.session.rollback()
+        log.exception("company lookup failed for a webhook delivery")
+        WEBHOOKS_RECEIVED.labels(EventSource.YCLIENTS, Outcome.STORE_FAILED).inc()
+        return Received(Outcome.STORE_FAILED)
+
+    def reject(reason: str, owner: int | None) -> Received:
+        payload = {"url_company_id": company_id, **({"excerpt": excerpt(body)} if body is not None else {})}
+        return store(rejected_values(owner, EventSource.YCLIENTS, reason, payload, request_id), enqueue_after=False)
+
+    if company is None:
+        return reject("unknown company", None)
+    if not webhook_secrets.verify_webhook_secret(company, presented_secret):
+        return reject("invalid webhook secret", company.id)
+    if body is None:
+        return reject("body too large", company.id)
+    try:
+        delivery = parse_delivery(company.id, company.salon_id, body)
+    except Malformed as exc:
+        return reject(str(exc), company.id)
+    values = {
+        "company_id": company.id,
+        "source": delivery.source,
+        "dedupe_key": delivery.dedupe_key,
+        "type": delivery.type,
+        "payload": delivery.payload,
+        "request_id": request_id,
+    }
+    return store(values, enqueue_after=True)

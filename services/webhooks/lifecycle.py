@@ -1,0 +1,114 @@
+"""The marketplace lifecycle webhook: ``uninstall`` and ``freeze`` of one salon's installation.
+
+YClients posts ``{"salon_id", "application_id", "event", "partner_token"}``; the partner token in
+the body is the only proof, compared in constant time. Authentic deliveries are stored in the inbox
+(without the token) and applied by ``webhooks.process``.
+
+Dedupe is per delivery, not per (event, salon) forever: the key is a hash of the body (token
+excluded) and the UTC day it arrived. Retries of one delivery on the same day have one effect; a
+real second uninstall on another day is applied again. Both effects are idempotent, so a retry
+that crosses midnight is harmless.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from sqlalchemy import select
+
+from models import Company, EventSource, IntegrationStatus, WebhookEvent, db, utcnow
+from services import api_keys, company_events, runtime, webhook_secrets
+from services.transactions import on_commit
+from services.webhooks.ingest import Received, rejected_values, store
+from services.webhooks.parsing import Malformed, digest, excerpt, load_json_object
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("lifecycle.uninstall", "lifecycle.freeze")
+INVALID_TOKEN = "invalid partner token"
+SESSION_TASK = {"lifecycle.uninstall": "whatsapp.logout", "lifecycle.freeze": "whatsapp.stop_session"}
+
+
+class Unprocessable(ValueError):
+    """The lifecycle event names no company we can act on."""
+
+
+def partner_token_matches(presented: Any) -> bool:
+    """Constant-time check against ``YCLIENTS_PARTNER_TOKEN``; always False when it is not configured."""
+    expected = runtime.settings().yclients_partner_token
+    if not expected or not isinstance(presented, str) or not presented:
+        return False
+    return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def receive(body: bytes | None, request_id: str | None = None) -> Received:
+    """Authenticate and store one lifecycle delivery (``rejected`` with a reason when it is not usable)."""
+
+    def reject(reason: str, company_id: int | None = None, **payload: Any) -> Received:
+        values = rejected_values(company_id, EventSource.LIFECYCLE, reason, payload, request_id)
+        return store(values, enqueue_after=False)
+
+    if body is None:
+        return reject("body too large")
+    try:
+        document = load_json_object(body)
+    except Malformed as exc:
+        token = runtime.settings().yclients_partner_token
+        text = excerpt(body)
+        return reject(str(exc), excerpt=text.replace(token, "***") if token else text)
+    fields = {k: v for k, v in document.items() if k != "partner_token"}
+    if not partner_token_matches(document.get("partner_token")):
+        return reject(INVALID_TOKEN, **fields)
+    expected_app = runtime.settings().yclients_application_id
+    if expected_app is not None and str(document.get("application_id")) != str(expected_app):
+        return reject("application_id is not this application", **fields)
+    event = document.get("event")
+    if event not in ("uninstall", "freeze"):
+        return reject("unknown lifecycle event", **fields)
+    salon_id = document.get("salon_id")
+    company_id = None
+    if isinstance(salon_id, int) and not isinstance(salon_id, bool):
+        company_id = db.session.scalar(select(Company.id).where(Company.salon_id == salon_id))
+    if company_id is None:
+        return reject("unknown salon", **fields)
+    values = {
+        "company_id": company_id,
+        "source": EventSource.LIFECYCLE,
+        "dedupe_key": "lc:" + digest(fields, utcnow().date().isoformat()),
+        "type": f"lifecycle.{event}",
+        "payload": fields,
+        "request_id": request_id,
+    }
+    return store(values, enqueue_after=True)
+
+
+def _send_after_commit(task: str, company_id: int) -> None:
+    celery = runtime.celery()
+    on_commit(lambda: celery.send_task(task, args=[company_id], retry=False, ignore_result=True))
+
+
+def apply(event: WebhookEvent) -> dict[str, Any] | None:
+    """Uninstall (log out, revoke keys and webhook secret) or freeze (stop the session) a company."""
+    company = db.session.get(Company, event.company_id, with_for_update=True) if event.company_id else None
+    if company is None:
+        raise Unprocessable("the company of this lifecycle event no longer exists")
+    if company.integration_status == IntegrationStatus.UNINSTALLED and event.type == "lifecycle.freeze":
+        return None  # an uninstalled company stays uninstalled
+    if event.type == "lifecycle.uninstall":
+        company.integration_status = IntegrationStatus.UNINSTALLED
+        company.disconnected_at = utcnow()
+        revoked = api_keys.revoke_keys(company.id)
+        webhook_secrets.revoke_webhook_secret(company)
+        data: dict[str, Any] = {"event_id": event.id, "keys_revoked": revoked}
+        kind = "uninstalled"
+    else:
+        company.integration_status = IntegrationStatus.FROZEN
+        data = {"event_id": event.id}
+        kind = "frozen"
+    company_events.record(company.id, kind, **data)
+    company_events.publish_after_commit(company.id, f"company.{kind}", {"companyId": company.id, "status": kind})
+    _send_after_commit(SESSION_TASK[event.type], company.id)
+    log.info("company %s %s by the marketplace", company.id, kind)
+    return data

@@ -1,0 +1,107 @@
+"""The local mirror of bookings and clients, applied idempotently and in order per record.
+
+Ordering rule: every event has a version — the time of the change itself when the payload says so
+(``created_at`` in the reference shape, the record's ``last_change_date`` in YClients' shape), else
+the time we received it — and the inbox id breaks ties. An event changes a mirrored row only if
+its ``(version, event id)`` is newer than the row's ``(version_at, last_event_id)``; an older event
+may only fill fields the row does not have yet, never overwrite one. Replaying the same event is
+therefore a no-op. The appointment ``datetime`` is not a version: an update may move it earlier.
+Rows are locked (``SELECT … FOR UPDATE``) so two workers never interleave on one record.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from models import Booking, Client, WebhookEvent, db
+from services.webhooks.parsing import event_time, record_id
+
+
+class Unprocessable(ValueError):
+    """The event can never be applied (retrying cannot help)."""
+
+
+def version_of(event: WebhookEvent) -> datetime:
+    """The event's ordering time (its own time when the payload carries one, else receipt time)."""
+    return event_time(event.payload or {}) or event.received_at
+
+
+def _locked_row(model: type[Booking] | type[Client], company_id: int, key_column: str, key: int) -> Any:
+    """The mirror row for (company, key), created empty if missing, locked for this transaction."""
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    db.session.execute(
+        insert(cast(Table, model.__table__))
+        .values(company_id=company_id, **{key_column: key})
+        .on_conflict_do_nothing(index_elements=["company_id", key_column])
+    )
+    column = getattr(model, key_column)
+    query = select(model).where(model.company_id == company_id, column == key).with_for_update()
+    return db.session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def _is_newer(row: Booking | Client, version: datetime, event_id: int) -> bool:
+    if row.version_at is None or row.last_event_id is None:
+        return True
+    return (version, event_id) > (row.version_at, row.last_event_id)
+
+
+def _merge(current: dict[str, Any] | None, incoming: dict[str, Any], newer: bool) -> dict[str, Any]:
+    if newer:
+        return {**(current or {}), **incoming}
+    return {**incoming, **(current or {})}
+
+
+def _booking_fields(event: WebhookEvent) -> dict[str, Any]:
+    data = dict((event.payload or {}).get("data") or {})
+    changes = data.pop("changes", None)
+    if isinstance(changes, dict):
+        for field, change in changes.items():
+            if isinstance(change, dict) and "new" in change:
+                data[field] = change["new"]
+    return data
+
+
+def apply_booking(event: WebhookEvent) -> dict[str, Any] | None:
+    """Create, update or cancel the mirrored booking; the pushed event data, or None if stale."""
+    assert event.company_id is not None
+    key = record_id(event.type, event.payload or {})
+    if key is None:
+        raise Unprocessable(f"{event.type} without a record id")
+    row: Booking = _locked_row(Booking, event.company_id, "record_id", key)
+    version = version_of(event)
+    newer = _is_newer(row, version, event.id)
+    row.data = _merge(row.data, _booking_fields(event), newer)
+    if not newer:
+        return None
+    row.status = "cancelled" if event.type == "booking_cancelled" else "active"
+    starts_at = row.data.get("datetime") or row.data.get("date")
+    row.starts_at = str(starts_at)[:32] if starts_at is not None else None
+    row.version_at = version
+    row.last_event_id = event.id
+    return {"record_id": key, "status": row.status, "datetime": row.starts_at, "event_id": event.id}
+
+
+def apply_client(event: WebhookEvent) -> dict[str, Any] | None:
+    """Create or update the mirrored client; the pushed event data, or None if stale."""
+    assert event.company_id is not None
+    key = record_id(event.type, event.payload or {})
+    if key is None:
+        raise Unprocessable(f"{event.type} without a client id")
+    row: Client = _locked_row(Client, event.company_id, "client_id", key)
+    version = version_of(event)
+    newer = _is_newer(row, version, event.id)
+    row.data = _merge(row.data, dict((event.payload or {}).get("data") or {}), newer)
+    if not newer:
+        return None
+    name, phone = row.data.get("name"), row.data.get("phone")
+    row.name = str(name)[:255] if name is not None else None
+    row.phone = str(phone)[:32] if phone is not None else None
+    row.version_at = version
+    row.last_event_id = event.id
+    return {"client_id": key, "name": row.name, "phone": row.phone, "event_id": event.id}

@@ -1,0 +1,58 @@
+"""Webhook receivers: YClients data webhooks per company, and the marketplace lifecycle webhook.
+
+Both always answer ``200 {"success": true}`` (YClients only needs a 2xx, and a non-2xx makes it
+retry), whatever the body, and are exempt from rate limits. The one exception is a lifecycle
+delivery with a wrong or unconfigured partner token: it gets 401, so a misconfigured partner
+cabinet shows up as failed deliveries in YClients' logs instead of silently succeeding.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Response, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from services import runtime
+from services.webhooks import ingest, lifecycle
+from web.errors import error_response
+from web.extensions import limiter
+from web.marketplace import bp
+
+log = logging.getLogger(__name__)
+
+
+def read_body() -> bytes | None:
+    """The request body, read with a bound (not trusting Content-Length); None when it is too large."""
+    limit = runtime.settings().webhook_max_body_bytes
+    try:
+        body = request.stream.read(limit + 1)
+    except RequestEntityTooLarge:
+        return None
+    except Exception:  # a client that hung up mid-body: stored as an empty, rejected delivery
+        log.warning("webhook body could not be read", exc_info=True)
+        return b""
+    return None if len(body) > limit else body
+
+
+def _request_id() -> str | None:
+    value = g.get("request_id") or request.headers.get("X-Request-ID")
+    return str(value)[:64] if value else None
+
+
+@bp.post("/webhook/<int:company_id>")
+@limiter.exempt
+def company_webhook(company_id: int) -> Response:
+    """Store one YClients delivery for ``company_id`` and acknowledge it at once."""
+    ingest.receive(company_id, request.args.get("secret"), read_body(), _request_id())
+    return jsonify(success=True)
+
+
+@bp.post("/webhook/yclients")
+@limiter.exempt
+def lifecycle_webhook() -> Response | tuple[Response, int]:
+    """Store one marketplace lifecycle delivery (uninstall, freeze)."""
+    received = lifecycle.receive(read_body(), _request_id())
+    if received.reason == lifecycle.INVALID_TOKEN:
+        return error_response(401, "Unauthorized")
+    return jsonify(success=True)
