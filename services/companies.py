@@ -97,11 +97,11 @@ def status_payload(company: Company) -> dict[str, Any]:
     session = db.session.scalar(select(WhatsAppSession).where(WhatsAppSession.company_id == company.id))
     return {
         "company_id": company.id,
-        "salon_id": company.salon_id,
         "whatsapp_connected": company.whatsapp_connected,
         "whatsapp_phone": company.whatsapp_phone,
         "integration_status": company.integration_status,
         "connected_at": iso(company.whatsapp_connected_at),
+        "salon_id": company.salon_id,
         "session_status": session.status if session else None,
         "activated_at": iso(company.activated_at),
         "registered_at": iso(company.registered_at),

@@ -1,0 +1,131 @@
+"""GET /marketplace/install: YClients' signed redirect, checked in constant time, never a silent fallback."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from models import Company, CompanyEvent, IntegrationStatus, db
+from services import install, tokens
+from tests.fake_yclients import PARTNER_TOKEN, signed_user_data
+
+USER = {"id": 123, "name": "Мария", "phone": "79001234567", "email": "owner@example.com",
+        "is_approved": True, "avatar": "", "salon_name": "Салон Мария"}
+
+
+def _install(client, **params):
+    return client.get("/marketplace/install", query_string=params)
+
+
+def _connect_params(response) -> dict[str, str]:
+    assert response.status_code == 302, response.get_data(as_text=True)
+    url = urlsplit(response.headers["Location"])
+    assert url.path == "/marketplace/connect"
+    return {k: v[0] for k, v in parse_qs(url.query).items()}
+
+
+def test_a_signed_install_registers_the_salon_and_redirects_to_its_connect_page(client, ctx):
+    user_data, sign = signed_user_data(USER)
+    params = _connect_params(_install(client, salon_id=700001, user_data=user_data, user_data_sign=sign))
+    company = db.session.scalar(db.session.query(Company).filter_by(salon_id=700001).statement)
+    assert params["company"] == str(company.id) and params["salon"] == "700001"
+    assert tokens.verify_connect_token(params["token"])["company_id"] == company.id
+    assert company.integration_status == IntegrationStatus.PENDING
+    assert (company.marketplace_user_id, company.marketplace_user_name) == (123, "Мария")
+    assert (company.marketplace_user_phone, company.marketplace_user_email) == ("79001234567", "owner@example.com")
+    assert company.title == "Салон Мария"
+    kinds = [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=company.id)]
+    assert kinds == ["registered"]
+
+
+def test_salon_ids_array_is_the_fallback(client, ctx):
+    user_data, sign = signed_user_data(USER)
+    response = client.get(
+        f"/marketplace/install?salon_ids[]=700002&salon_ids[]=700099&user_data={user_data}&user_data_sign={sign}"
+        .replace("+", "%2B")
+    )
+    assert _connect_params(response)["salon"] == "700002"
+
+
+def test_the_same_link_works_again_for_the_same_salon(client, ctx):
+    user_data, sign = signed_user_data(USER)
+    first = _connect_params(_install(client, salon_id=700003, user_data=user_data, user_data_sign=sign))
+    again = _connect_params(_install(client, salon_id=700003, user_data=user_data, user_data_sign=sign.upper()))
+    assert first["company"] == again["company"]
+    assert db.session.query(Company).filter_by(salon_id=700003).count() == 1
+
+
+def test_a_signature_cannot_be_moved_to_another_salon(client, ctx):
+    user_data, sign = signed_user_data(USER)
+    _connect_params(_install(client, salon_id=700004, user_data=user_data, user_data_sign=sign))
+    response = _install(client, salon_id=700005, user_data=user_data, user_data_sign=sign)
+    assert response.status_code == 403 and install.SIGNATURE_REUSED in response.get_data(as_text=True)
+    assert db.session.query(Company).filter_by(salon_id=700005).count() == 0
+
+
+def _forged_variants() -> list:
+    raw = json.dumps(USER).encode()
+    user_data = base64.b64encode(raw).decode()
+    good = hmac.new(PARTNER_TOKEN.encode(), raw, hashlib.sha256).hexdigest()
+    tampered = base64.b64encode(json.dumps({**USER, "id": 666}).encode()).decode()
+    over_base64_text = hmac.new(PARTNER_TOKEN.encode(), user_data.encode(), hashlib.sha256).hexdigest()
+    wrong_key = hmac.new(b"another-partner-token", raw, hashlib.sha256).hexdigest()
+    return [
+        pytest.param({"user_data": user_data}, install.MISSING_SIGNATURE, id="missing-sign"),
+        pytest.param({"user_data_sign": good}, install.MISSING_SIGNATURE, id="missing-user-data"),
+        pytest.param({}, install.MISSING_SIGNATURE, id="nothing"),
+        pytest.param({"user_data": tampered, "user_data_sign": good}, install.BAD_SIGNATURE, id="tampered-data"),
+        pytest.param({"user_data": user_data, "user_data_sign": over_base64_text}, install.BAD_SIGNATURE,
+                     id="signed-base64-text"),
+        pytest.param({"user_data": user_data, "user_data_sign": wrong_key}, install.BAD_SIGNATURE, id="wrong-key"),
+        pytest.param({"user_data": user_data, "user_data_sign": good[:-2]}, install.BAD_SIGNATURE, id="truncated"),
+        pytest.param({"user_data": "!!!not base64!!!", "user_data_sign": good}, install.BAD_SIGNATURE,
+                     id="not-base64"),
+    ]
+
+
+@pytest.mark.parametrize(("params", "message"), _forged_variants())
+def test_bad_or_missing_signatures_get_a_403_page(client, ctx, params, message):
+    response = _install(client, salon_id=700010, **params)
+    assert response.status_code == 403
+    assert response.content_type.startswith("text/html")
+    assert message in response.get_data(as_text=True)
+    assert db.session.query(Company).filter_by(salon_id=700010).count() == 0
+
+
+def test_url_safe_unpadded_user_data_is_accepted(client, ctx):
+    raw = json.dumps({"id": 5, "name": "Олег"}).encode() + b" \xfb\xff"  # url-safe alphabet
+    user_data = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    sign = hmac.new(PARTNER_TOKEN.encode(), raw, hashlib.sha256).hexdigest()
+    _connect_params(_install(client, salon_id=700011, user_data=user_data, user_data_sign=sign))
+
+
+def test_a_missing_salon_is_a_400_page(client):
+    user_data, sign = signed_user_data(USER)
+    response = _install(client, user_data=user_data, user_data_sign=sign)
+    assert response.status_code == 400 and "salon_id" in response.get_data(as_text=True)
+
+
+def test_without_a_partner_token_installs_are_refused(make_app, ctx):
+    open_app = make_app(yclients_partner_token="")
+    user_data, sign = signed_user_data(USER)
+    response = _install(open_app.test_client(), salon_id=700012, user_data=user_data, user_data_sign=sign)
+    assert response.status_code == 403 and install.NOT_CONFIGURED in response.get_data(as_text=True)
+
+
+def test_reinstall_of_an_uninstalled_salon_starts_it_again(client, ctx, company_factory):
+    made = company_factory(status=IntegrationStatus.UNINSTALLED, webhook_secret_generation=None)
+    user_data, sign = signed_user_data(USER)
+    params = _connect_params(_install(client, salon_id=made.salon_id, user_data=user_data, user_data_sign=sign))
+    assert params["company"] == str(made.id)
+    company = db.session.get(Company, made.id)
+    db.session.refresh(company)
+    assert company.integration_status == IntegrationStatus.PENDING
+    assert company.webhook_secret_generation is not None
+    kinds = {e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=made.id)}
+    assert "reinstalled" in kinds
