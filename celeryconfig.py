@@ -8,7 +8,7 @@ from typing import Any
 from services.settings import Settings
 
 # Modules whose @shared_task functions the worker registers.
-TASK_MODULES = ("tasks.health", "tasks.webhooks", "tasks.yclients",)
+TASK_MODULES = ("tasks.health", "tasks.webhooks", "tasks.yclients", "tasks.whatsapp",)
 
 
 def config_for(settings: Settings) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from services.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from services.settings import Settings, load_settings
 from tasks import celery_init_app
 from web.cli_webhooks import webhooks_cli
+from web.cli_whatsapp import whatsapp_cli
 from web.errors import register_error_handlers
 from web.extensions import limiter, sock
 from web.limits import register_rate_limit_handler
@@ -74,5 +75,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(marketplace)
     app.cli.add_command(webhooks_cli)
+    app.cli.add_command(whatsapp_cli)
     celery_init_app(app)
     return app

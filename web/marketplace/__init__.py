@@ -10,9 +10,11 @@ bp = Blueprint("marketplace", __name__, url_prefix="/marketplace")
 from web.marketplace import (  # noqa: E402,F401
     callback,
     companies,
+    connect,
     metrics,
     pages,
     registration,
+    ws,
 )
 from web.marketplace import webhooks  # noqa: E402,F401
 from web.marketplace import admin_webhooks  # noqa: E402,F401

@@ -1,0 +1,35 @@
+"""WhatsApp gateways: the interface, the WAHA adapter, the built-in simulator, and the factory."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from integrations.whatsapp.base import (
+    Deliver,
+    GatewayError,
+    GatewayEvent,
+    QrCode,
+    Schedule,
+    SessionInfo,
+    WhatsAppGateway,
+)
+from integrations.whatsapp.simulator import SimulatorGateway, SimulatorTimings
+from integrations.whatsapp.waha import WahaGateway
+
+if TYPE_CHECKING:
+    from redis import Redis
+
+    from services.settings import Settings
+
+__all__ = [
+    "Deliver", "GatewayError", "GatewayEvent", "QrCode", "Schedule", "SessionInfo", "SimulatorGateway",
+    "WahaGateway", "WhatsAppGateway", "make_gateway",
+]
+
+
+def make_gateway(settings: Settings, redis: Redis, schedule: Schedule, deliver: Deliver) -> WhatsAppGateway:
+    """The gateway chosen by ``WHATSAPP_GATEWAY``; ``schedule``/``deliver`` drive the simulator."""
+    if settings.whatsapp_gateway == "waha":
+        return WahaGateway(settings.waha_url, settings.waha_api_key, settings.waha_timeout_seconds)
+    timings = SimulatorTimings(settings.simulator_qr_first_ttl, settings.simulator_qr_ttl, settings.simulator_qr_count)
+    return SimulatorGateway(redis, settings.key("simulator"), timings, schedule, deliver)

@@ -1,0 +1,304 @@
+"""The WhatsApp session state machine (DESIGN.md §5), shared by the web and the tasks.
+
+``STOPPED → STARTING → SCAN_QR_CODE ⇄ (each rotation) → WORKING``; any → ``FAILED``. Gateway
+events (WAHA's ``session.status`` shape, from WAHA or the simulator) drive it; stale and
+duplicate events are ignored by their timestamp. Publishing and enqueueing happen after commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from integrations.whatsapp.waha import phone_from_me
+from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
+from services import company_events, qr, runtime
+from services.errors import NotFound
+from services.transactions import on_commit
+from services.whatsapp_gateway import company_id_for_session, gateway, session_name
+
+log = logging.getLogger(__name__)
+
+# WhatsApp's disconnect codes (platform-facts.md).
+TERMINAL_REASONS = {401: "logged_out", 402: "temporary_ban", 403: "forbidden", 406: "banned"}
+REPLACED = 440
+RESTART_REQUIRED = 515
+RECONNECT_MAX_ATTEMPTS = 8
+RECONNECT_BASE_SECONDS = 2.0
+RECONNECT_CAP_SECONDS = 300.0
+# WhatsApp's own QR timings (the simulator's are configurable).
+QR_FIRST_TTL, QR_TTL, QR_COUNT = 60.0, 20.0, 6
+LINKED = (IntegrationStatus.CONNECTED, IntegrationStatus.ACTIVE)
+CLOSED = (IntegrationStatus.FROZEN, IntegrationStatus.UNINSTALLED)
+
+
+def qr_timings() -> tuple[float, float, int]:
+    """(first QR lifetime, later lifetime, QRs per attempt) of the active gateway."""
+    settings = runtime.settings()
+    if settings.whatsapp_gateway == "simulator":
+        return settings.simulator_qr_first_ttl, settings.simulator_qr_ttl, settings.simulator_qr_count
+    return QR_FIRST_TTL, QR_TTL, QR_COUNT
+
+
+def reconnect_delay(attempt: int) -> float:
+    """Capped exponential backoff with jitter: up to 2 s, 4 s, 8 s … 300 s, scaled by 0.5–1."""
+    return min(RECONNECT_CAP_SECONDS, RECONNECT_BASE_SECONDS * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def get_company(company_id: int) -> Company:
+    """The company, or NotFound("Компания не найдена")."""
+    company = db.session.get(Company, company_id)
+    if company is None:
+        raise NotFound("Компания не найдена")
+    return company
+
+
+def session_for(company_id: int, lock: bool = False) -> WhatsAppSession:
+    """The company's session row, created STOPPED on first use (row-locked when ``lock``)."""
+    query = select(WhatsAppSession).where(WhatsAppSession.company_id == company_id)
+    if lock:
+        query = query.with_for_update()
+    found = db.session.scalars(query).first()
+    if found is not None:
+        return found
+    try:
+        with db.session.begin_nested():
+            row = WhatsAppSession(company_id=company_id, gateway_session=session_name(company_id),
+                                  status=SessionStatus.STOPPED, attempt=0, qr_count=0, reconnect_attempts=0)
+            db.session.add(row)
+        return row
+    except IntegrityError:
+        return db.session.scalars(query).one()
+
+
+def snapshot(company_id: int) -> dict[str, Any]:
+    """The state a connect page needs right now (the ``status`` event)."""
+    company = get_company(company_id)
+    row = db.session.scalars(select(WhatsAppSession).where(WhatsAppSession.company_id == company_id)).first()
+    return _snapshot(company, row)
+
+
+def _snapshot(company: Company, row: WhatsAppSession | None) -> dict[str, Any]:
+    return {
+        "companyId": company.id,
+        "integration_status": company.integration_status,
+        "whatsapp_connected": company.whatsapp_connected,
+        "whatsapp_phone": company.whatsapp_phone,
+        "session_status": row.status if row else SessionStatus.STOPPED,
+        "reason": row.failure_reason if row else None,
+        "qr_count": row.qr_count if row else 0,
+        "qr_limit": qr_timings()[2],
+    }
+
+
+def _publish(company_id: int, event: str, data: dict[str, Any]) -> None:
+    company_events.publish_after_commit(company_id, event, data)
+
+
+def request_start(company_id: int) -> bool:
+    """Begin a login attempt unless one is live; the start task is enqueued after commit."""
+    company = get_company(company_id)
+    row = session_for(company_id, lock=True)
+    if company.integration_status in CLOSED or row.status == SessionStatus.WORKING:
+        return False
+    first_ttl = qr_timings()[0]
+    fresh = row.updated_at is not None and utcnow() - row.updated_at < timedelta(seconds=first_ttl + 30)
+    if row.status in (SessionStatus.STARTING, SessionStatus.SCAN_QR_CODE) and fresh:
+        return False
+    # One start per company at a time, across processes.
+    if not runtime.redis().set(runtime.settings().key("whatsapp", "starting", company_id), 1, nx=True, ex=5):
+        return False
+    row.status, row.failure_reason = SessionStatus.STARTING, None
+    row.updated_at = utcnow()
+    if company.integration_status not in LINKED:
+        company.integration_status = IntegrationStatus.CONNECTING
+    celery = runtime.celery()
+    on_commit(lambda: celery.send_task("whatsapp.start_session", args=[company_id]))
+    _publish(company_id, "status", _snapshot(company, row))
+    return True
+
+
+def begin_attempt(company_id: int) -> str | None:
+    """Open a new login attempt in the database; the gateway is called after commit (None: nothing to do)."""
+    company = get_company(company_id)
+    row = session_for(company_id, lock=True)
+    if company.integration_status in CLOSED or row.status == SessionStatus.WORKING:
+        return None
+    row.attempt += 1
+    row.status, row.qr_count, row.reconnect_attempts = SessionStatus.STARTING, 0, 0
+    row.failure_reason, row.pairing_phone, row.qr_expires_at = None, None, None
+    if company.integration_status not in LINKED:
+        company.integration_status = IntegrationStatus.CONNECTING
+    on_commit(lambda: qr.forget(company_id))
+    return row.gateway_session
+
+
+def gateway_failed(company_id: int, reason: str) -> None:
+    """The gateway could not be reached for a start or reconnect: the attempt ends FAILED."""
+    row = session_for(company_id, lock=True)
+    company = get_company(company_id)
+    row.status, row.failure_reason = SessionStatus.FAILED, reason
+    _publish(company_id, "whatsapp.disconnected", {"companyId": company_id, "reason": reason})
+    _publish(company_id, "status", _snapshot(company, row))
+
+
+def _is_stale(company_id: int, event: dict[str, Any]) -> bool:
+    """True for an event older than (or the same as) the last one applied to this session."""
+    key = runtime.settings().key("whatsapp", "last_event", company_id)
+    stamp, event_id = int(event.get("timestamp") or 0), str(event.get("id") or "")
+    raw = cast("bytes | None", runtime.redis().get(key))
+    if raw:
+        last = json.loads(raw)
+        if stamp < last["ts"] or (stamp == last["ts"] and event_id == last["id"]):
+            return True
+    # Written while the session row is locked, so a handler that waits for the lock sees it.
+    runtime.redis().set(key, json.dumps({"ts": stamp, "id": event_id}), ex=7 * 24 * 3600)
+    return False
+
+
+def handle_event(event: dict[str, Any]) -> str:
+    """Apply one gateway event; returns what was done (for logs and tests)."""
+    company_id = company_id_for_session(event.get("session"))
+    payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+    if event.get("event") != "session.status" or company_id is None or payload is None:
+        return "ignored"
+    company = db.session.get(Company, company_id)
+    if company is None:
+        return "ignored"
+    row = session_for(company_id, lock=True)
+    if _is_stale(company_id, event):
+        return "stale"
+    status, code = str(payload.get("status", "")), payload.get("code")
+    if code in TERMINAL_REASONS:
+        outcome = _failed(company, row, TERMINAL_REASONS[code], code)
+    elif code == REPLACED:
+        outcome = _failed(company, row, "replaced", code, status=SessionStatus.STOPPED)
+    elif code == RESTART_REQUIRED:
+        row.status, row.last_disconnect_code = SessionStatus.STARTING, code
+        _enqueue_reconnect(company_id, row.reconnect_attempts, 0.0)
+        outcome = "restarting"
+    elif isinstance(code, int):
+        outcome = _transient(company, row, code)
+    elif status == SessionStatus.SCAN_QR_CODE:
+        outcome = _qr_changed(row)
+    elif status == SessionStatus.WORKING:
+        outcome = _working(company, row, phone_from_me(event.get("me")))
+    elif status == SessionStatus.FAILED:
+        outcome = _failed(company, row, str(payload.get("reason") or "failed"), None)
+    elif status in (SessionStatus.STOPPED, SessionStatus.STARTING):
+        row.status = status
+        if status == SessionStatus.STARTING:
+            row.qr_count = 0
+        outcome = status.lower()
+    else:
+        return "ignored"
+    _publish(company_id, "status", _snapshot(company, row))
+    return outcome
+
+
+def _enqueue_reconnect(company_id: int, attempt: int, countdown: float) -> None:
+    celery = runtime.celery()
+    on_commit(lambda: celery.send_task("whatsapp.reconnect", args=[company_id, attempt], countdown=countdown))
+
+
+def _qr_changed(row: WhatsAppSession) -> str:
+    row.status = SessionStatus.SCAN_QR_CODE
+    row.qr_count += 1
+    row.last_qr_at = utcnow()
+    company_id, attempt, seq = row.company_id, row.attempt, row.qr_count
+    celery = runtime.celery()
+    on_commit(lambda: celery.send_task("whatsapp.render_qr", args=[company_id, attempt, seq]))
+    return "qr"
+
+
+def _working(company: Company, row: WhatsAppSession, digits: str | None) -> str:
+    was_working = row.status == SessionStatus.WORKING
+    row.status, row.failure_reason, row.reconnect_attempts = SessionStatus.WORKING, None, 0
+    row.me_phone = f"+{digits}" if digits else row.me_phone
+    company_id = company.id
+    on_commit(lambda: qr.forget(company_id))
+    if company.integration_status in CLOSED:
+        log.warning("company %s is %s; its WhatsApp session is not used", company_id, company.integration_status)
+        return "closed"
+    company.whatsapp_phone = row.me_phone or company.whatsapp_phone
+    if company.integration_status not in LINKED:
+        company.integration_status = IntegrationStatus.CONNECTED
+        company.whatsapp_connected_at = utcnow()
+        company.disconnected_at = None
+        company_events.record(company_id, "connected", phone=company.whatsapp_phone)
+        celery = runtime.celery()
+        on_commit(lambda: celery.send_task("yclients.send_callback", args=[company_id]))
+    elif was_working:
+        return "working"
+    _publish(company_id, "whatsapp.connected", {"phone": company.whatsapp_phone, "companyId": company_id})
+    return "connected"
+
+
+def _failed(company: Company, row: WhatsAppSession, reason: str, code: int | None,
+            status: str = SessionStatus.FAILED) -> str:
+    row.status, row.failure_reason, row.last_disconnect_code = status, reason, code
+    row.qr_expires_at = None
+    company_id = company.id
+    on_commit(lambda: qr.forget(company_id))
+    if company.integration_status in LINKED:
+        company.integration_status = IntegrationStatus.DISCONNECTED
+        company.disconnected_at = utcnow()
+        company_events.record(company_id, "disconnected", reason=reason, code=code)
+    _publish(company_id, "whatsapp.disconnected", {"companyId": company_id, "reason": reason})
+    return reason
+
+
+def _transient(company: Company, row: WhatsAppSession, code: int) -> str:
+    row.last_disconnect_code = code
+    row.reconnect_attempts += 1
+    if row.reconnect_attempts > RECONNECT_MAX_ATTEMPTS:
+        return _failed(company, row, "reconnect_failed", code)
+    row.status = SessionStatus.STARTING
+    _enqueue_reconnect(company.id, row.reconnect_attempts, reconnect_delay(row.reconnect_attempts))
+    _publish(company.id, "whatsapp.disconnected", {"companyId": company.id, "reason": "connection_lost"})
+    return "reconnecting"
+
+
+def reconnect_target(company_id: int, attempt: int) -> str | None:
+    """The session to restart for reconnect number ``attempt``; None when that reconnect is stale."""
+    row = session_for(company_id)
+    if row.status != SessionStatus.STARTING or row.reconnect_attempts != attempt:
+        return None
+    return row.gateway_session
+
+
+def reconnect_failed(company_id: int) -> None:
+    """A restart call itself failed: count it as one more transient disconnect."""
+    company = get_company(company_id)
+    row = session_for(company_id, lock=True)
+    _transient(company, row, 503)
+    _publish(company_id, "status", _snapshot(company, row))
+
+
+def end_session(company_id: int, reason: str) -> str | None:
+    """Mark the session STOPPED before the gateway logs out / stops it; None when there is none."""
+    if db.session.get(Company, company_id) is None:
+        return None
+    row = session_for(company_id, lock=True)
+    row.status, row.failure_reason = SessionStatus.STOPPED, reason
+    on_commit(lambda: qr.forget(company_id))
+    _publish(company_id, "whatsapp.disconnected", {"companyId": company_id, "reason": reason})
+    return row.gateway_session
+
+
+def call_gateway(action: str, session: str) -> None:
+    """``start``, ``restart``, ``logout`` or ``stop`` on the gateway (raises GatewayError)."""
+    current = gateway()
+    if action == "start":
+        settings = runtime.settings()
+        hook = settings.public_base_url.rstrip("/") + "/marketplace/whatsapp/events"
+        current.start(session, hook, settings.waha_webhook_hmac_key)
+    else:
+        getattr(current, action)(session)
+

@@ -1,0 +1,85 @@
+"""The app's WhatsApp gateway (chosen by settings), session naming, and the simulator's controls."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from flask import current_app
+
+from integrations.whatsapp import GatewayError, SimulatorGateway, WhatsAppGateway, make_gateway
+from services import runtime
+from services.errors import Conflict, InvalidInput, NotFound
+
+SESSION_PREFIX = "company-"
+HANDLE_EVENT_TASK = "whatsapp.handle_event"
+
+
+def gateway() -> WhatsAppGateway:
+    """The current app's gateway; simulator timers and events go through Celery by task name."""
+    extensions = current_app.extensions
+    if "whatsapp_gateway" not in extensions:
+        celery = runtime.celery()
+
+        def schedule(name: str, args: list[Any], countdown: float) -> None:
+            celery.send_task(name, args=args, countdown=countdown)
+
+        def deliver(event: dict[str, Any]) -> None:
+            celery.send_task(HANDLE_EVENT_TASK, args=[event])
+
+        extensions["whatsapp_gateway"] = make_gateway(runtime.settings(), runtime.redis(), schedule, deliver)
+    return cast(WhatsAppGateway, extensions["whatsapp_gateway"])
+
+
+def simulator_active() -> bool:
+    """True when the built-in simulator is the gateway (development, tests, demos)."""
+    return runtime.settings().whatsapp_gateway == "simulator"
+
+
+def session_name(company_id: int) -> str:
+    """The gateway session that holds this company's WhatsApp."""
+    return f"{SESSION_PREFIX}{company_id}"
+
+
+def company_id_for_session(name: object) -> int | None:
+    """The company a gateway session belongs to, or None for a session that is not ours."""
+    if not isinstance(name, str) or not name.startswith(SESSION_PREFIX):
+        return None
+    tail = name.removeprefix(SESSION_PREFIX)
+    return int(tail) if tail.isdigit() else None
+
+
+def phone_digits(phone: object) -> str:
+    """A phone as WhatsApp wants it (digits with country code); InvalidInput when it is not one."""
+    digits = re.sub(r"\D", "", phone) if isinstance(phone, str) else ""
+    if len(digits) == 11 and digits.startswith("8"):
+        digits = "7" + digits[1:]
+    if not 10 <= len(digits) <= 15:
+        raise InvalidInput("Некорректный номер телефона: нужны 10–15 цифр с кодом страны")
+    return digits
+
+
+def _simulator() -> SimulatorGateway:
+    current = gateway()
+    if not isinstance(current, SimulatorGateway):
+        raise NotFound("Симулятор WhatsApp выключен")
+    return current
+
+
+def simulate_scan(company_id: int, phone: str | None = None) -> str:
+    """Simulator only: the salon's phone scans the current QR (or enters the pairing code)."""
+    digits = phone_digits(phone) if phone else None
+    try:
+        return _simulator().scan(session_name(company_id), digits)
+    except GatewayError:
+        raise Conflict("Сессия WhatsApp не ожидает сканирования") from None
+
+
+def simulate_disconnect(company_id: int, code: int) -> None:
+    """Simulator only: WhatsApp drops the session with ``code`` (401, 428, 440, 515 …)."""
+    _simulator().disconnect(session_name(company_id), code)
+
+
+def simulator_rotate(session: str, attempt: str, index: int) -> bool:
+    """Simulator timer: advance the QR rotation (ignored when stale)."""
+    return _simulator().rotate(session, attempt, index)

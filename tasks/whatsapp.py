@@ -1,0 +1,107 @@
+"""WhatsApp session tasks: start, QR rendering, pairing codes, gateway events, reconnects, logout.
+
+Every task takes ids and plain values, commits once at the end, and is safe to run twice
+(timers carry the attempt and sequence number they were scheduled for and are ignored when stale).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task, shared_task
+
+from integrations.whatsapp import GatewayError
+from models import db
+from services import whatsapp, whatsapp_codes, whatsapp_gateway
+
+log = logging.getLogger(__name__)
+
+
+def _gateway_call(company_id: int, action: str, session: str | None) -> bool:
+    """Call the gateway outside any transaction; False (logged) when it failed."""
+    if session is None:
+        return True
+    try:
+        whatsapp.call_gateway(action, session)
+        return True
+    except GatewayError as exc:
+        log.warning("gateway %s failed for company %s: %s", action, company_id, exc)
+        return False
+
+
+@shared_task(name="whatsapp.start_session", bind=True, max_retries=3)
+def start_session(self: Task, company_id: int) -> str:
+    """Open a new login attempt and ask the gateway to start it (QR codes follow as events)."""
+    session = whatsapp.begin_attempt(company_id)
+    db.session.commit()
+    if _gateway_call(company_id, "start", session):
+        return "started" if session else "skipped"
+    if self.request.retries < self.max_retries:
+        raise self.retry(countdown=whatsapp.reconnect_delay(self.request.retries + 1))
+    whatsapp.gateway_failed(company_id, "gateway_unavailable")
+    db.session.commit()
+    return "failed"
+
+
+@shared_task(name="whatsapp.handle_event")
+def handle_event(event: dict[str, Any]) -> str:
+    """Apply one gateway ``session.status`` event to the session and the company."""
+    outcome = whatsapp.handle_event(event)
+    db.session.commit()
+    return outcome
+
+
+@shared_task(name="whatsapp.render_qr")
+def render_qr(company_id: int, attempt: int, seq: int) -> bool:
+    """Render QR ``seq`` of login ``attempt`` as a PNG data URI, cache it and publish it."""
+    message = whatsapp_codes.render_qr(company_id, attempt, seq)
+    db.session.commit()
+    return message is not None
+
+
+@shared_task(name="whatsapp.pairing_code", bind=True, max_retries=200)
+def pairing_code(self: Task, company_id: int, digits: str, nonce: str, deadline: float) -> str:
+    """Request a pairing code for ``digits`` once the attempt is waiting for a login."""
+    outcome = whatsapp_codes.issue_pairing_code(company_id, digits, nonce, last_try=time.time() >= deadline)
+    db.session.commit()
+    if outcome == whatsapp_codes.NOT_READY:
+        raise self.retry(countdown=0.25)
+    return outcome
+
+
+@shared_task(name="whatsapp.reconnect")
+def reconnect(company_id: int, attempt: int) -> str:
+    """Restart the session for reconnect number ``attempt`` (stale reconnects do nothing)."""
+    session = whatsapp.reconnect_target(company_id, attempt)
+    db.session.commit()
+    if session is None:
+        return "stale"
+    if _gateway_call(company_id, "restart", session):
+        return "restarted"
+    whatsapp.reconnect_failed(company_id)
+    db.session.commit()
+    return "failed"
+
+
+@shared_task(name="whatsapp.logout")
+def logout(company_id: int) -> str:
+    """Unlink the company's WhatsApp (uninstall): the gateway forgets the credentials."""
+    session = whatsapp.end_session(company_id, "logged_out")
+    db.session.commit()
+    return "logged_out" if _gateway_call(company_id, "logout", session) else "failed"
+
+
+@shared_task(name="whatsapp.stop_session")
+def stop_session(company_id: int) -> str:
+    """Stop the company's session, keeping its credentials (freeze)."""
+    session = whatsapp.end_session(company_id, "stopped")
+    db.session.commit()
+    return "stopped" if _gateway_call(company_id, "stop", session) else "failed"
+
+
+@shared_task(name="whatsapp.simulator_rotate_qr", acks_late=True)
+def simulator_rotate_qr(session: str, attempt: str, index: int) -> bool:
+    """Simulator timer: the next QR of an attempt, or the end of the attempt (stale timers do nothing)."""
+    return whatsapp_gateway.simulator_rotate(session, attempt, index)

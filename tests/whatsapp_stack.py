@@ -1,0 +1,108 @@
+"""An isolated service stack for WhatsApp tests: its own Redis namespace (so its own Celery queue),
+a worker with short simulator timings, optionally gunicorn, and a fake YClients for the callback."""
+
+from __future__ import annotations
+
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+from flask import Flask
+
+from tests.fake_yclients import APPLICATION_ID, PARTNER_TOKEN, FakeYClients
+from tests.support import Backends, ServiceProcess, free_port, wait_until, web_command, worker_command
+
+SHORT_TIMINGS = {"SIMULATOR_QR_FIRST_TTL": "3", "SIMULATOR_QR_TTL": "2", "SIMULATOR_QR_COUNT": "3"}
+
+
+@dataclass
+class Stack:
+    """The processes and settings of one isolated stack."""
+
+    namespace: str
+    env: dict[str, str]
+    app: Flask
+    yclients: FakeYClients
+    redis_url: str
+    processes: list[ServiceProcess] = field(default_factory=list)
+    base_url: str | None = None
+
+    def clean(self) -> None:
+        """Forget this namespace's state (keeping Celery's own keys), as the shared isolation does."""
+        client = redis.Redis.from_url(self.redis_url)
+        keep = tuple(f"{self.namespace}:{p}".encode() for p in ("celery", "_kombu", "unacked", "health"))
+        for key in client.scan_iter(f"{self.namespace}:*", count=1000):
+            if not key.startswith(keep):
+                client.delete(key)
+        self.yclients.reset()
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop()
+        self.yclients.stop()
+        client = redis.Redis.from_url(self.redis_url)
+        for key in client.scan_iter(f"{self.namespace}:*", count=1000):
+            client.delete(key)
+
+
+def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env: dict[str, str], run_dir: Path,
+                web: bool = False, **extra: str) -> Stack:
+    """Start a worker (and gunicorn when ``web``) on a fresh namespace with ``extra`` settings."""
+    yclients = FakeYClients().start()
+    namespace = f"{backends.namespace}w{uuid.uuid4().hex[:6]}"
+    port = free_port()
+    env = {
+        **service_env, **SHORT_TIMINGS, "REDIS_NAMESPACE": namespace, "YCLIENTS_API_URL": yclients.url,
+        "YCLIENTS_PARTNER_TOKEN": PARTNER_TOKEN, "YCLIENTS_APPLICATION_ID": str(APPLICATION_ID),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", **extra,
+    }
+    app = make_app(**{k.lower(): v for k, v in env.items()})
+    stack = Stack(namespace, env, app, yclients, backends.redis_url)
+    worker = ServiceProcess(f"worker-{namespace}", worker_command(2), backends.env(**env),
+                            run_dir / f"worker-{namespace}.log").start()
+    stack.processes.append(worker)
+
+    def worker_ready() -> bool:
+        if not worker.running:
+            raise RuntimeError(worker.output()[-3000:])
+        try:
+            return bool(app.extensions["celery"].send_task("health.ping", args=["ready"]).get(timeout=1))
+        except Exception:
+            return False
+
+    wait_until(worker_ready, timeout=60, interval=0.2)
+    if web:
+        proc = ServiceProcess(f"web-{namespace}", web_command(port), backends.env(**env),
+                              run_dir / f"web-{namespace}.log").start()
+        stack.processes.append(proc)
+        stack.base_url = f"http://127.0.0.1:{port}"
+
+        def up() -> bool:
+            if not proc.running:
+                raise RuntimeError(proc.output()[-3000:])
+            try:
+                with urllib.request.urlopen(stack.base_url + "/marketplace/test", timeout=1) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_until(up, timeout=30, interval=0.2)
+    return stack
+
+
+def collect(app: Flask, company_id: int) -> tuple[list[dict[str, Any]], Callable[[], None]]:
+    """Subscribe to a company's events on ``app``'s bus: (received messages, unsubscribe)."""
+    from services.pubsub import company_channel
+
+    received: list[dict[str, Any]] = []
+    unsubscribe = app.extensions["bus"].subscribe(company_channel(company_id), received.append)
+    return received, unsubscribe
+
+
+def events_named(received: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The ``data`` of every received event called ``name``."""
+    return [m["data"] for m in list(received) if m.get("event") == name]

@@ -1,0 +1,99 @@
+"""The connect page, its QR and pairing-code endpoints, the simulator's scan button, WAHA's events."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from typing import Any
+
+from flask import Response, jsonify, render_template, request
+
+from services import runtime, tokens, whatsapp, whatsapp_codes, whatsapp_gateway
+from services.errors import NotFound, Unauthorized
+from web.errors import error_response
+from web.limits import public_limit
+from web.marketplace import bp
+
+log = logging.getLogger(__name__)
+
+
+def _token_company(token: str | None) -> int:
+    return int(tokens.verify_connect_token(token)["company_id"])
+
+
+def _invalid_link() -> tuple[str, int]:
+    page = render_template(
+        "error.html", title="Ссылка недействительна", message="Недействительный токен",
+        hint="Откройте страницу подключения заново из личного кабинета YClients.",
+    )
+    return page, 401
+
+
+@bp.get("/connect")
+@public_limit
+def connect_page() -> Any:
+    """The salon owner's page: live QR, pairing code, status; 401 page for a bad link."""
+    token = request.args.get("token", "")
+    try:
+        claims = tokens.verify_connect_token(token)
+        company = whatsapp.get_company(int(claims["company_id"]))
+    except (Unauthorized, NotFound):
+        return _invalid_link()
+    ids = (request.args.get("company"), request.args.get("salon"))
+    if ids != (str(company.id), str(company.salon_id)) or claims.get("salon_id") not in (None, company.salon_id):
+        return _invalid_link()
+    return render_template(
+        "connect.html", token=token, company=company, simulator=whatsapp_gateway.simulator_active(),
+        qr_limit=whatsapp.qr_timings()[2],
+    )
+
+
+@bp.get("/qr/<token>")
+@public_limit
+def qr_code(token: str) -> Any:
+    """The reference's QR answer (``qr`` data URI, ``expires_in``); a clear answer once connected."""
+    company_id = _token_company(token)
+    try:
+        answer = whatsapp_codes.obtain_qr(company_id)
+    except whatsapp_codes.QrUnavailable as exc:
+        return error_response(500, exc.message)
+    return jsonify(success=True, **answer)
+
+
+@bp.post("/pairing-code/<token>")
+@public_limit
+def pairing_code(token: str) -> Response:
+    """An 8-character pairing code for the phone number in the body (``{"phone"}``)."""
+    company_id = _token_company(token)
+    body = request.get_json(silent=True) or {}
+    answer = whatsapp_codes.obtain_pairing_code(company_id, body.get("phone") if isinstance(body, dict) else None)
+    return jsonify(success=True, **answer)
+
+
+@bp.post("/simulator/scan/<token>")
+@public_limit
+def simulate_scan(token: str) -> Response:
+    """Simulator only (404 otherwise): the phone scans the QR shown on the page."""
+    company_id = _token_company(token)
+    body = request.get_json(silent=True) or {}
+    phone = body.get("phone") if isinstance(body, dict) else None
+    linked = whatsapp_gateway.simulate_scan(company_id, phone or None)
+    return jsonify(success=True, phone="+" + linked)
+
+
+@bp.post("/whatsapp/events")
+def gateway_events() -> Any:
+    """WAHA's ``session.status`` events, signed with HMAC-SHA512 (``X-Webhook-Hmac``)."""
+    key = runtime.settings().waha_webhook_hmac_key
+    raw = request.get_data(cache=True)
+    presented = request.headers.get("X-Webhook-Hmac", "").strip().lower()
+    expected = hmac.new(key.encode(), raw, hashlib.sha512).hexdigest() if key else ""
+    if not key or not hmac.compare_digest(presented, expected):
+        log.warning("rejected a gateway event with a missing or wrong signature")
+        return error_response(401, "Unauthorized")
+    event = request.get_json(silent=True)
+    if not isinstance(event, dict):
+        return error_response(400, "Некорректный запрос")
+    runtime.celery().send_task(whatsapp_gateway.HANDLE_EVENT_TASK, args=[event])
+    return jsonify(success=True)

@@ -1,0 +1,62 @@
+"""One open WebSocket: JSON frames sent under a per-connection lock, fed by the process's event bus.
+
+The bus has one Redis subscriber per web process; each socket only registers a callback on its
+company's channel, so any web process can serve any socket while workers publish elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from simple_websocket import ConnectionClosed, Server
+
+from services.pubsub import EventBus, Message, company_channel
+
+log = logging.getLogger(__name__)
+
+
+class SocketConnection:
+    """A connected client; ``send`` is safe from the handler thread and the bus thread alike."""
+
+    def __init__(self, ws: Server, bus: EventBus) -> None:
+        self._ws = ws
+        self._bus = bus
+        self._lock = threading.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
+        self.company_id: int | None = None
+        self.open = True
+
+    def send(self, event: str, data: dict[str, Any]) -> None:
+        """Send ``{"event", "data"}``; a failed send marks the connection closed."""
+        frame = json.dumps({"event": event, "data": data}, ensure_ascii=False)
+        with self._lock:
+            if not self.open:
+                return
+            try:
+                self._ws.send(frame)
+            except (ConnectionClosed, OSError):
+                self.open = False
+
+    def watch(self, company_id: int) -> None:
+        """Receive this company's events (and no other company's) from now on."""
+        if self._unsubscribe is not None and self.company_id != company_id:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.company_id = company_id
+        if self._unsubscribe is None:
+            self._unsubscribe = self._bus.subscribe(company_channel(company_id), self._deliver)
+
+    def _deliver(self, message: Message) -> None:
+        if message.get("company_id") == self.company_id and isinstance(message.get("event"), str):
+            self.send(message["event"], message.get("data") or {})
+
+    def close(self) -> None:
+        """Stop receiving events (the socket itself is closed by flask-sock)."""
+        self.open = False
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
