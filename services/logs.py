@@ -20,26 +20,30 @@ from typing import Any
 from services.settings import Settings
 
 CONTEXT_FIELDS = ("request_id", "task_id", "task_name")
-_context: ContextVar[dict[str, str]] = ContextVar("log_context", default={})
+_context: ContextVar[dict[str, str] | None] = ContextVar("log_context", default=None)
 
 
-def bind(**fields: str | None) -> Token[dict[str, str]]:
+def _bound() -> dict[str, str]:
+    return _context.get() or {}
+
+
+def bind(**fields: str | None) -> Token[dict[str, str] | None]:
     """Add ``fields`` (request_id, task_id, task_name) to every line logged in this context."""
-    merged = {**_context.get(), **{k: str(v) for k, v in fields.items() if v}}
+    merged = {**_bound(), **{k: str(v) for k, v in fields.items() if v}}
     return _context.set(merged)
 
 
-def unbind(token: Token[dict[str, str]]) -> None:
+def unbind(token: Token[dict[str, str] | None]) -> None:
     """Restore the context as it was before the matching ``bind``."""
     try:
         _context.reset(token)
     except ValueError:  # bound in another context (a thread that ended differently): start clean
-        _context.set({})
+        _context.set(None)
 
 
 def current(name: str) -> str | None:
     """The bound value of ``name`` (e.g. ``request_id``), if any."""
-    return _context.get().get(name)
+    return _bound().get(name)
 
 
 def current_request_id() -> str | None:
@@ -131,7 +135,7 @@ class ContextFilter(logging.Filter):
     """Copies the bound request_id / task_id / task_name onto each record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        bound = _context.get()
+        bound = _bound()
         for name in CONTEXT_FIELDS:
             if getattr(record, name, None) is None:
                 setattr(record, name, bound.get(name))

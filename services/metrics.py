@@ -58,7 +58,9 @@ WEBHOOKS_RECEIVED = Counter(
     "ycwa_webhooks_received_total", "Webhook deliveries by source and outcome (accepted, duplicate, rejected)",
     ["source", "outcome"],
 )
-TASKS = Counter("ycwa_tasks_total", "Celery task runs by task and outcome (success, retry, failure)", ["task", "outcome"])
+TASKS = Counter(
+    "ycwa_tasks_total", "Celery task runs by task and outcome (success, retry, failure)", ["task", "outcome"]
+)
 TASK_DURATION = Histogram("ycwa_task_duration_seconds", "Celery task run time by task", ["task"])
 WEBSOCKET_CONNECTIONS = Gauge(
     "ycwa_websocket_connections", "Open WebSocket connections", multiprocess_mode="livesum"

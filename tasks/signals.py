@@ -19,7 +19,7 @@ from services import logs, metrics
 REQUEST_ID_HEADER = "request_id"
 
 # Per process (each prefork child runs one task at a time): start time and log token by task id.
-_running: dict[str, tuple[float, Token[dict[str, str]]]] = {}
+_running: dict[str, tuple[float, Token[dict[str, str] | None]]] = {}
 
 
 def _task_name(task: Task | None, sender: Any = None) -> str:

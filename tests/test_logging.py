@@ -57,7 +57,8 @@ def test_a_fresh_request_id_is_made_when_none_or_a_bad_one_is_sent(json_log):
     app, _ = json_log
     client = app.test_client()
     first = client.get("/marketplace/test").headers["X-Request-ID"]
-    second = client.get("/marketplace/test", headers={"X-Request-ID": "bad id <script>" + "x" * 80}).headers["X-Request-ID"]
+    bad = "bad id <script>" + "x" * 80
+    second = client.get("/marketplace/test", headers={"X-Request-ID": bad}).headers["X-Request-ID"]
     assert len(first) == 32 and len(second) == 32 and first != second
 
 

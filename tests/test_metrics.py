@@ -51,10 +51,13 @@ def test_http_requests_are_counted_by_endpoint_and_status(client, admin_headers)
     assert client.get("/marketplace/no-such-page/12345").status_code == 404
     after = scrape(client, admin_headers)
 
-    ok = {"endpoint": "marketplace.self_test", "method": "GET", "status": "200"}
-    assert value(after, "ycwa_http_requests_total", **ok) - value(before, "ycwa_http_requests_total", **ok) == 3
-    missing = {"endpoint": "unmatched", "method": "GET", "status": "404"}
-    assert value(after, "ycwa_http_requests_total", **missing) - value(before, "ycwa_http_requests_total", **missing) == 1
+    def requests(samples: Samples, **labels: str) -> float:
+        return value(samples, "ycwa_http_requests_total", method="GET", **labels)
+
+    ok = {"endpoint": "marketplace.self_test", "status": "200"}
+    assert requests(after, **ok) - requests(before, **ok) == 3
+    missing = {"endpoint": "unmatched", "status": "404"}
+    assert requests(after, **missing) - requests(before, **missing) == 1
     # Raw paths never become labels.
     assert not any("12345" in str(labels) for _, labels in after)
 

@@ -14,6 +14,7 @@ from services.logs import configure_logging
 from services.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from services.settings import Settings, load_settings
 from tasks import celery_init_app
+from web.cli_admin import register_admin_commands
 from web.cli_webhooks import webhooks_cli
 from web.cli_whatsapp import whatsapp_cli
 from web.errors import register_error_handlers
@@ -74,6 +75,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from web.marketplace import bp as marketplace
 
     app.register_blueprint(marketplace)
+    register_admin_commands(app)
     app.cli.add_command(webhooks_cli)
     app.cli.add_command(whatsapp_cli)
     celery_init_app(app)
