@@ -1,0 +1,183 @@
+"""The marketplace lifecycle webhook: uninstall and freeze, partner token, dedupe per delivery."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+from flask import Flask
+from sqlalchemy import select, update
+
+from models import Company, CompanyEvent, EventStatus, IntegrationStatus, WebhookEvent, db, utcnow
+from services import api_keys, webhook_secrets
+from services.webhooks import processing
+from services.webhooks.parsing import digest
+from tests.support import Backends
+
+PARTNER_TOKEN = "partner-token-0123456789"
+APPLICATION_ID = 777
+
+
+@pytest.fixture
+def lifecycle_app(make_app, backends: Backends) -> Iterator[Flask]:
+    """An app with the partner token set, enqueueing into a namespace no worker consumes (to read the queue)."""
+    namespace = f"{backends.namespace}lc"
+    app = make_app(yclients_partner_token=PARTNER_TOKEN, yclients_application_id=APPLICATION_ID,
+                   redis_namespace=namespace)
+    yield app
+    client = redis.Redis.from_url(backends.redis_url)
+    for key in client.scan_iter(f"{namespace}:*"):
+        client.delete(key)
+
+
+def _queued_tasks(app: Flask) -> list[tuple[str, list]]:
+    settings = app.config["SETTINGS"]
+    client = redis.Redis.from_url(settings.redis_url)
+    found = []
+    for raw in client.lrange(settings.key("celery"), 0, -1):
+        message = json.loads(raw)
+        args = json.loads(base64.b64decode(message["body"]))[0]
+        found.append((message["headers"]["task"], args))
+    return found
+
+
+def _body(salon_id: int, event: str, token: str = PARTNER_TOKEN) -> dict:
+    return {"salon_id": salon_id, "application_id": APPLICATION_ID, "event": event, "partner_token": token}
+
+
+def _events() -> list[WebhookEvent]:
+    db.session.rollback()
+    return list(db.session.scalars(select(WebhookEvent).order_by(WebhookEvent.id)))
+
+
+def _process_all() -> None:
+    for event in _events():
+        processing.process_event(event.id)
+
+
+def test_uninstall_logs_out_revokes_keys_and_secret(lifecycle_app, company_factory):
+    made = company_factory(status=IntegrationStatus.ACTIVE)
+    with lifecycle_app.test_client() as c:
+        response = c.post("/marketplace/webhook/yclients", json=_body(made.salon_id, "uninstall"))
+    assert response.status_code == 200 and response.get_json() == {"success": True}
+    with lifecycle_app.app_context():
+        [event] = _events()
+        assert (event.source, event.type, event.company_id) == ("lifecycle", "lifecycle.uninstall", made.id)
+        assert "partner_token" not in event.payload
+        processing.process_event(event.id)
+        company = db.session.get(Company, made.id, populate_existing=True)
+        assert company is not None and company.integration_status == IntegrationStatus.UNINSTALLED
+        assert webhook_secrets.webhook_secret(company) is None
+        assert api_keys.authenticate(made.api_key) is None
+        kinds = db.session.scalars(select(CompanyEvent.kind).where(CompanyEvent.company_id == made.id)).all()
+        assert "uninstalled" in kinds
+        assert ("whatsapp.logout", [made.id]) in _queued_tasks(lifecycle_app)
+        assert _events()[0].status == EventStatus.PROCESSED
+        # The revoked webhook URL no longer authenticates.
+    with lifecycle_app.test_client() as c:
+        c.post(f"/marketplace/webhook/{made.id}?secret={made.webhook_secret}", json={"type": "x", "data": {}})
+    with lifecycle_app.app_context():
+        assert _events()[-1].reject_reason == "invalid webhook secret"
+
+
+def test_freeze_stops_the_session(lifecycle_app, company_factory):
+    made = company_factory(status=IntegrationStatus.ACTIVE)
+    with lifecycle_app.test_client() as c:
+        assert c.post("/marketplace/webhook/yclients", json=_body(made.salon_id, "freeze")).status_code == 200
+    with lifecycle_app.app_context():
+        _process_all()
+        company = db.session.get(Company, made.id, populate_existing=True)
+        assert company is not None and company.integration_status == IntegrationStatus.FROZEN
+        assert api_keys.authenticate(made.api_key) is not None
+        assert ("whatsapp.stop_session", [made.id]) in _queued_tasks(lifecycle_app)
+
+
+def test_retried_delivery_has_one_effect_but_another_day_counts_again(lifecycle_app, company_factory):
+    made = company_factory(status=IntegrationStatus.ACTIVE)
+    body = _body(made.salon_id, "uninstall")
+    with lifecycle_app.test_client() as c:
+        for _ in range(3):
+            assert c.post("/marketplace/webhook/yclients", json=body).status_code == 200
+    with lifecycle_app.app_context():
+        [first] = _events()
+        _process_all()
+        # As if that uninstall had arrived yesterday; the salon then reinstalled.
+        fields = {k: v for k, v in body.items() if k != "partner_token"}
+        yesterday = (utcnow() - timedelta(days=1)).date().isoformat()
+        db.session.execute(update(WebhookEvent).where(WebhookEvent.id == first.id)
+                           .values(dedupe_key="lc:" + digest(fields, yesterday)))
+        company = db.session.get(Company, made.id)
+        assert company is not None
+        company.integration_status = IntegrationStatus.ACTIVE
+        webhook_secrets.rotate_webhook_secret(company)
+        db.session.commit()
+    with lifecycle_app.test_client() as c:
+        assert c.post("/marketplace/webhook/yclients", json=body).status_code == 200
+    with lifecycle_app.app_context():
+        events = _events()
+        assert len(events) == 2
+        processing.process_event(events[1].id)
+        company = db.session.get(Company, made.id, populate_existing=True)
+        assert company is not None and company.integration_status == IntegrationStatus.UNINSTALLED
+
+
+@pytest.mark.parametrize("token", ["wrong-token", "", None])
+def test_wrong_partner_token_is_401_and_stored_as_rejected(lifecycle_app, company_factory, token):
+    made = company_factory(status=IntegrationStatus.ACTIVE)
+    body = _body(made.salon_id, "uninstall", token)  # type: ignore[arg-type]
+    with lifecycle_app.test_client() as c:
+        response = c.post("/marketplace/webhook/yclients", json=body)
+    assert response.status_code == 401 and response.get_json()["success"] is False
+    with lifecycle_app.app_context():
+        [event] = _events()
+        assert (event.status, event.reject_reason) == (EventStatus.REJECTED, "invalid partner token")
+        assert "partner_token" not in event.payload
+        company = db.session.get(Company, made.id, populate_existing=True)
+        assert company is not None and company.integration_status == IntegrationStatus.ACTIVE
+
+
+def test_partner_token_not_configured_rejects_everything(client, company_factory):
+    made = company_factory()
+    response = client.post("/marketplace/webhook/yclients", json=_body(made.salon_id, "uninstall"))
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"event": "unfreeze"}, "unknown lifecycle event"),
+        ({"salon_id": 1}, "unknown salon"),
+        ({"application_id": 1}, "application_id is not this application"),
+    ],
+)
+def test_authentic_but_unusable_deliveries_are_200_and_rejected(lifecycle_app, company_factory, change, reason):
+    made = company_factory()
+    with lifecycle_app.test_client() as c:
+        response = c.post("/marketplace/webhook/yclients", json={**_body(made.salon_id, "freeze"), **change})
+    assert response.status_code == 200
+    with lifecycle_app.app_context():
+        [event] = _events()
+        assert (event.status, event.reject_reason) == (EventStatus.REJECTED, reason)
+
+
+def test_malformed_lifecycle_body_is_200_rejected_without_the_token(lifecycle_app):
+    with lifecycle_app.test_client() as c:
+        response = c.post("/marketplace/webhook/yclients", data=f'{{"partner_token": "{PARTNER_TOKEN}", broken')
+    assert response.status_code == 200
+    with lifecycle_app.app_context():
+        [event] = _events()
+        assert event.status == EventStatus.REJECTED and PARTNER_TOKEN not in json.dumps(event.payload)
+
+
+def test_freeze_does_not_revive_an_uninstalled_company(lifecycle_app, company_factory):
+    made = company_factory(status=IntegrationStatus.UNINSTALLED)
+    with lifecycle_app.test_client() as c:
+        c.post("/marketplace/webhook/yclients", json=_body(made.salon_id, "freeze"))
+    with lifecycle_app.app_context():
+        _process_all()
+        company = db.session.get(Company, made.id, populate_existing=True)
+        assert company is not None and company.integration_status == IntegrationStatus.UNINSTALLED

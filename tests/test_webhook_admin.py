@@ -1,0 +1,111 @@
+"""Operator tools: list failed/dead events, replay them (endpoint and CLI), counts by status."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select
+
+from models import Booking, EventStatus, WebhookEvent, db
+from services.webhooks import admin
+from services.webhooks.ingest import insert_event
+from tests.support import wait_until
+from web.cli_webhooks import webhooks_cli
+
+
+def _event(company_id: int, status: str, record_id: int = 1, error: str | None = None) -> int:
+    event_id = insert_event(
+        company_id=company_id, source="reference", dedupe_key=f"t:{uuid.uuid4().hex}", type="booking_created",
+        payload={"type": "booking_created", "data": {"id": record_id}}, status=status, attempts=8, last_error=error,
+    )
+    db.session.commit()
+    assert event_id is not None
+    return event_id
+
+
+def _status(event_id: int) -> str:
+    db.session.rollback()
+    return db.session.scalars(select(WebhookEvent.status).where(WebhookEvent.id == event_id)).one()
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("get", "/marketplace/admin/webhooks"), ("post", "/marketplace/admin/webhooks/replay"),
+     ("get", "/marketplace/admin/webhooks/stats")],
+)
+def test_admin_endpoints_need_the_admin_key(client, company_factory, method, path):
+    made = company_factory()
+    assert getattr(client, method)(path, json={}).status_code == 401
+    assert getattr(client, method)(path, json={}, headers={"X-API-Key": made.api_key}).status_code == 401
+
+
+def test_list_filters_by_status(client, company_factory, admin_headers):
+    made = company_factory()
+    dead = _event(made.id, EventStatus.DEAD, error="boom")
+    _event(made.id, EventStatus.PROCESSED)
+    body = client.get("/marketplace/admin/webhooks?status=dead", headers=admin_headers).get_json()
+    assert body["success"] is True and [e["id"] for e in body["events"]] == [dead]
+    assert body["events"][0]["last_error"] == "boom" and "payload" not in body["events"][0]
+    every = client.get("/marketplace/admin/webhooks?payload=1&limit=10", headers=admin_headers).get_json()
+    assert len(every["events"]) == 2 and every["events"][0]["payload"]["type"] == "booking_created"
+    bad = client.get("/marketplace/admin/webhooks?status=nope", headers=admin_headers)
+    assert bad.status_code == 400 and bad.get_json()["success"] is False
+
+
+def test_stats_count_every_status(client, company_factory, admin_headers):
+    made = company_factory()
+    _event(made.id, EventStatus.DEAD)
+    _event(made.id, EventStatus.DEAD)
+    _event(made.id, EventStatus.REJECTED)
+    body = client.get("/marketplace/admin/webhooks/stats", headers=admin_headers).get_json()
+    assert body["by_status"] == {**dict.fromkeys(EventStatus.ALL, 0), "dead": 2, "rejected": 1}
+
+
+def test_replay_by_id_processes_dead_events_once(client, company_factory, admin_headers, worker):
+    made = company_factory()
+    dead = _event(made.id, EventStatus.DEAD, record_id=42)
+    processed = _event(made.id, EventStatus.PROCESSED)
+    response = client.post("/marketplace/admin/webhooks/replay", json={"ids": [dead, processed]}, headers=admin_headers)
+    assert response.status_code == 200
+    assert response.get_json() == {"success": True, "replayed": [dead], "skipped": [processed]}
+    wait_until(lambda: _status(dead) == EventStatus.PROCESSED, timeout=20)
+    assert db.session.scalars(select(Booking.record_id).where(Booking.company_id == made.id)).all() == [42]
+    assert _status(processed) == EventStatus.PROCESSED
+
+
+def test_replay_by_status_and_validation(client, company_factory, admin_headers):
+    made = company_factory()
+    failed = [_event(made.id, EventStatus.FAILED, record_id=i) for i in range(3)]
+    dead = _event(made.id, EventStatus.DEAD)
+    body = client.post("/marketplace/admin/webhooks/replay", json={"status": "failed"}, headers=admin_headers)
+    assert body.get_json()["replayed"] == failed
+    assert _status(dead) == EventStatus.DEAD
+    for bad in ({}, {"status": "processed"}, {"ids": ["1"]}, []):
+        response = client.post("/marketplace/admin/webhooks/replay", json=bad, headers=admin_headers)
+        assert response.status_code == 400 and response.get_json()["success"] is False
+
+
+def test_cli_lists_and_replays(app, company_factory):
+    made = company_factory()
+    dead = _event(made.id, EventStatus.DEAD, error="ValueError: nope")
+    runner = app.test_cli_runner()
+    listed = runner.invoke(webhooks_cli, ["list", "--status", "dead"])
+    assert listed.exit_code == 0 and f"{dead}\tdead\tbooking_created" in listed.output and "nope" in listed.output
+    stats = runner.invoke(webhooks_cli, ["stats"])
+    assert stats.exit_code == 0 and "dead\t1" in stats.output
+    replayed = runner.invoke(webhooks_cli, ["replay", str(dead), "999999"])
+    assert replayed.exit_code == 0, replayed.output
+    assert f"replayed: {dead}" in replayed.output and "skipped (not failed or dead): 999999" in replayed.output
+    assert _status(dead) in (EventStatus.RECEIVED, EventStatus.PROCESSING, EventStatus.PROCESSED)
+    assert runner.invoke(webhooks_cli, ["replay"]).exit_code != 0
+    assert runner.invoke(webhooks_cli, ["list", "--status", "nope"]).exit_code != 0
+
+
+def test_cli_is_registered_on_the_app(app):
+    assert app.cli.get_command(None, "webhooks") is webhooks_cli  # type: ignore[arg-type]
+
+
+def test_replay_of_nothing_is_an_error(ctx):
+    with pytest.raises(Exception, match="give event ids or a status"):
+        admin.replay()
