@@ -33,24 +33,24 @@ class Stack:
 
     def clean(self) -> None:
         """Forget this namespace's state (keeping Celery's own keys), as the shared isolation does."""
-        client = redis.Redis.from_url(self.redis_url)
         keep = tuple(f"{self.namespace}:{p}".encode() for p in ("celery", "_kombu", "unacked", "health"))
-        for key in client.scan_iter(f"{self.namespace}:*", count=1000):
-            if not key.startswith(keep):
-                client.delete(key)
+        with redis.Redis.from_url(self.redis_url) as client:
+            for key in client.scan_iter(f"{self.namespace}:*", count=1000):
+                if not key.startswith(keep):
+                    client.delete(key)
         self.yclients.reset()
 
     def stop(self) -> None:
         for proc in self.processes:
             proc.stop()
         self.yclients.stop()
-        client = redis.Redis.from_url(self.redis_url)
-        for key in client.scan_iter(f"{self.namespace}:*", count=1000):
-            client.delete(key)
+        with redis.Redis.from_url(self.redis_url) as client:
+            for key in client.scan_iter(f"{self.namespace}:*", count=1000):
+                client.delete(key)
 
 
 def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env: dict[str, str], run_dir: Path,
-                web: bool = False, **extra: str) -> Stack:
+                web: bool = False, web_workers: int = 1, **extra: str) -> Stack:
     """Start a worker (and gunicorn when ``web``) on a fresh namespace with ``extra`` settings."""
     yclients = FakeYClients().start()
     namespace = f"{backends.namespace}w{uuid.uuid4().hex[:6]}"
@@ -76,7 +76,9 @@ def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env:
 
     wait_until(worker_ready, timeout=60, interval=0.2)
     if web:
-        proc = ServiceProcess(f"web-{namespace}", web_command(port), backends.env(**env),
+        command = web_command(port)
+        command[command.index("--workers") + 1] = str(web_workers)
+        proc = ServiceProcess(f"web-{namespace}", command, backends.env(**env),
                               run_dir / f"web-{namespace}.log").start()
         stack.processes.append(proc)
         stack.base_url = f"http://127.0.0.1:{port}"

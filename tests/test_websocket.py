@@ -1,0 +1,147 @@
+"""``/marketplace/ws`` against gunicorn: events a worker publishes reach the right company's socket
+only; authentication by message, header or query; the per-IP connection limit across processes."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from simple_websocket import Client, ConnectionClosed
+
+from models import db
+from services import whatsapp_gateway
+from tests.factories import make_company
+from tests.support import wait_until
+from tests.whatsapp_stack import Stack, start_stack
+
+
+class WsClient:
+    """A socket client with its own reader thread collecting every frame."""
+
+    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.closed = threading.Event()
+        self._ws = Client.connect(url, headers=headers)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                raw = self._ws.receive()
+                if raw is None:
+                    continue
+                self.frames.append(json.loads(raw))
+        except ConnectionClosed:
+            self.closed.set()
+
+    def send(self, event: str, data: dict[str, Any]) -> None:
+        self._ws.send(json.dumps({"event": event, "data": data}))
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [f["data"] for f in list(self.frames) if f["event"] == event]
+
+    def wait_for(self, event: str, timeout: float = 10) -> dict[str, Any]:
+        return wait_until(lambda: (found := self.named(event)) and found[-1], timeout=timeout)
+
+    def close(self) -> None:
+        try:
+            self._ws.close()
+        except ConnectionClosed:
+            pass
+
+
+def _ws_url(base: str, query: str = "") -> str:
+    return base.replace("http://", "ws://") + "/marketplace/ws" + query
+
+
+@pytest.fixture
+def clients() -> Iterator[list[WsClient]]:
+    opened: list[WsClient] = []
+    yield opened
+    for client in opened:
+        client.close()
+
+
+def _connect(clients: list[WsClient], base: str, query: str = "", **kw: Any) -> WsClient:
+    client = WsClient(_ws_url(base, query), **kw)
+    clients.append(client)
+    return client
+
+
+def test_a_worker_publishes_and_only_that_companys_socket_receives(live_server, ctx, clients):
+    first, second = make_company(), make_company()
+    alice = _connect(clients, live_server)
+    bob = _connect(clients, live_server)
+    alice.send("authenticate", {"token": first.token, "companyId": first.id})
+    bob.send("authenticate", {"token": second.token, "companyId": second.id})
+    assert alice.wait_for("authenticated") == {"companyId": first.id}
+    assert bob.wait_for("authenticated") == {"companyId": second.id}
+    snapshot = alice.wait_for("status")
+    assert snapshot["companyId"] == first.id and snapshot["whatsapp_connected"] is False
+    # The worker starts the session and publishes the QR it rendered.
+    alice.send("getQR", {"companyId": first.id})
+    qr = alice.wait_for("qr", timeout=15)
+    assert qr["companyId"] == first.id and qr["qr"].startswith("data:image/png;base64,") and qr["expires_in"] > 0
+    # The phone scans: the worker publishes whatsapp.connected.
+    whatsapp_gateway.simulate_scan(first.id, "+79001234567")
+    assert alice.wait_for("whatsapp.connected") == {"phone": "+79001234567", "companyId": first.id}
+    db.session.remove()
+    # Bob's socket saw none of it.
+    assert [f["event"] for f in bob.frames] == ["authenticated", "status"]
+
+
+def test_token_from_the_query_or_header_authenticates_at_once(live_server, ctx, clients):
+    company = make_company()
+    by_query = _connect(clients, live_server, f"?token={company.token}")
+    assert by_query.wait_for("authenticated") == {"companyId": company.id}
+    by_header = _connect(clients, live_server, headers={"x-auth-token": company.token})
+    assert by_header.wait_for("status")["companyId"] == company.id
+    # A header token also serves an ``authenticate`` message that carries no token.
+    by_header.send("authenticate", {"companyId": company.id})
+    wait_until(lambda: len(by_header.named("authenticated")) == 2)
+
+
+def test_bad_tokens_foreign_companies_and_unauthenticated_requests_get_errors(live_server, ctx, clients):
+    mine, other = make_company(), make_company()
+    client = _connect(clients, live_server)
+    client.send("getQR", {"companyId": mine.id})
+    assert client.wait_for("error") == {"message": "Требуется аутентификация"}
+    client.send("authenticate", {"token": "forged", "companyId": mine.id})
+    wait_until(lambda: {"message": "Недействительный токен"} in client.named("error"))
+    client.send("authenticate", {"token": mine.token, "companyId": other.id})
+    wait_until(lambda: len(client.named("error")) == 3)
+    assert not client.named("authenticated")
+    client.send("authenticate", {"token": mine.token, "companyId": mine.id})
+    client.wait_for("authenticated")
+    client.send("getQR", {"companyId": other.id})
+    wait_until(lambda: {"message": "Нет доступа к этой компании"} in client.named("error"))
+    client.send("getPairingCode", {"phone": "12"})
+    wait_until(lambda: any("телефона" in e["message"] for e in client.named("error")))
+    client._ws.send("not json")
+    wait_until(lambda: {"message": "Некорректное сообщение"} in client.named("error"))
+
+
+@pytest.fixture(scope="module")
+def limited(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
+    # Two gunicorn worker processes: the limit is counted in Redis, so it holds across them.
+    stack = start_stack(make_app, backends, service_env, run_dir, web=True, web_workers=2,
+                        RATELIMIT_ENABLED="true")
+    yield stack
+    stack.stop()
+
+
+def test_five_connections_per_minute_per_ip(limited, clients):
+    assert limited.base_url
+    for _ in range(5):
+        client = _connect(clients, limited.base_url)
+        client.send("authenticate", {"token": "x"})
+        client.wait_for("error")
+        assert not client.closed.is_set()
+    refused = _connect(clients, limited.base_url)
+    error = refused.wait_for("error")
+    assert error["message"] == "Too many requests" and 0 < error["retry_after"] <= 60
+    assert refused.closed.wait(5)
