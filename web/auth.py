@@ -6,13 +6,14 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import g, request
+from flask import request
 
 from services import api_keys
 from services.api_keys import Principal
 from services.errors import Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
+_PRINCIPAL = "ycwa.principal"
 
 
 def presented_api_key() -> str | None:
@@ -36,9 +37,10 @@ def presented_token() -> str | None:
 
 def current_principal() -> Principal | None:
     """The principal of the presented API key (cached per request), or None."""
-    if "principal" not in g:
-        g.principal = api_keys.authenticate(presented_api_key())
-    return g.principal
+    # Cached on the request, not on ``g``: an app context can outlive one request (tests push their own).
+    if _PRINCIPAL not in request.environ:
+        request.environ[_PRINCIPAL] = api_keys.authenticate(presented_api_key())
+    return request.environ[_PRINCIPAL]
 
 
 def require_admin(view: F) -> F:
