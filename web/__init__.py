@@ -52,7 +52,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         RATELIMIT_ENABLED=True,
         RATELIMIT_SWALLOW_ERRORS=True,
         RATELIMIT_STORAGE_URI=settings.redis_url,
-        RATELIMIT_KEY_PREFIX=f"{settings.redis_namespace}:limits",
+        # Counters under the deployment namespace (the storage would otherwise prefix them with "LIMITS").
+        RATELIMIT_STORAGE_OPTIONS={"key_prefix": f"{settings.redis_namespace}:limits"},
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_STRATEGY="fixed-window",
     )

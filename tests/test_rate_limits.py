@@ -1,0 +1,122 @@
+"""Rate limits: public per client IP, protected per API key, headers, 429 shape, Redis storage, proxies."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+
+
+@pytest.fixture(scope="module")
+def limited_app(make_app):
+    return make_app(ratelimit_enabled=True, ratelimit_public="3/minute", ratelimit_protected="2/minute")
+
+
+@pytest.fixture(scope="module")
+def proxied_app(make_app):
+    return make_app(ratelimit_enabled=True, ratelimit_public="2/minute", trusted_proxies=1)
+
+
+def _headers_ok(response, limit: int, remaining: int) -> None:
+    assert response.headers["X-RateLimit-Limit"] == str(limit)
+    assert response.headers["X-RateLimit-Remaining"] == str(remaining)
+    reset = int(response.headers["X-RateLimit-Reset"])
+    assert time.time() - 1 <= reset <= time.time() + 61
+
+
+def test_public_limit_per_ip_with_headers_and_429(limited_app, ctx):
+    client = limited_app.test_client()
+    for remaining in (2, 1, 0):
+        response = client.post("/marketplace/register", json={})
+        assert response.status_code == 400
+        _headers_ok(response, 3, remaining)
+    response = client.post("/marketplace/register", json={"salon_id": 1})
+    assert response.status_code == 429
+    body = response.json
+    assert body["success"] is False and body["error"] == "Too many requests"
+    assert 1 <= body["retry_after"] <= 60
+    assert int(response.headers["Retry-After"]) in (body["retry_after"], body["retry_after"] - 1)
+    _headers_ok(response, 3, 0)
+    # Public endpoints share the one per-IP budget.
+    assert client.get("/marketplace/install").status_code == 429
+
+
+def test_another_ip_has_its_own_budget(limited_app, ctx):
+    client = limited_app.test_client()
+    for _ in range(3):
+        client.post("/marketplace/register", json={}, environ_base={"REMOTE_ADDR": "10.0.0.1"})
+    assert client.post("/marketplace/register", json={}, environ_base={"REMOTE_ADDR": "10.0.0.1"}).status_code == 429
+    assert client.post("/marketplace/register", json={}, environ_base={"REMOTE_ADDR": "10.0.0.2"}).status_code == 400
+
+
+def test_forwarded_for_counts_only_through_trusted_proxies(limited_app, proxied_app, ctx):
+    # No trusted proxy: a forged X-Forwarded-For does not buy a fresh budget.
+    client = limited_app.test_client()
+    for n in range(3):
+        client.post("/marketplace/register", json={}, headers={"X-Forwarded-For": f"1.1.1.{n}"})
+    assert client.post("/marketplace/register", json={}, headers={"X-Forwarded-For": "1.1.1.9"}).status_code == 429
+
+    # One trusted proxy: the address it appended is the client.
+    client = proxied_app.test_client()
+    env = {"REMOTE_ADDR": "192.168.0.10"}
+    for _ in range(2):
+        client.post("/marketplace/register", json={}, headers={"X-Forwarded-For": "5.5.5.5"}, environ_base=env)
+    blocked = client.post("/marketplace/register", json={}, headers={"X-Forwarded-For": "5.5.5.5"}, environ_base=env)
+    assert blocked.status_code == 429
+    # A client that prepends a fake address still gets the proxy-appended one counted.
+    spoofed = client.post(
+        "/marketplace/register", json={}, headers={"X-Forwarded-For": "9.9.9.9, 5.5.5.5"}, environ_base=env
+    )
+    assert spoofed.status_code == 429
+    other = client.post("/marketplace/register", json={}, headers={"X-Forwarded-For": "6.6.6.6"}, environ_base=env)
+    assert other.status_code == 400
+
+
+def test_protected_limit_is_per_api_key(limited_app, ctx, company_factory):
+    first, second = company_factory(), company_factory()
+    client = limited_app.test_client()
+    for remaining in (1, 0):
+        response = client.get(f"/marketplace/status/{first.id}", headers={"X-API-Key": first.api_key})
+        assert response.status_code == 200
+        _headers_ok(response, 2, remaining)
+    blocked = client.get(f"/marketplace/status/{first.id}", headers={"X-API-Key": first.api_key})
+    assert blocked.status_code == 429 and blocked.headers["Retry-After"]
+    # Same IP, another key: its own budget.
+    assert client.get(f"/marketplace/status/{second.id}", headers={"X-API-Key": second.api_key}).status_code == 200
+
+
+def test_counters_live_in_redis(limited_app, ctx, backends):
+    limited_app.test_client().post("/marketplace/register", json={})
+    client = redis.Redis.from_url(backends.redis_url)
+    keys = [k.decode() for k in client.scan_iter(f"{backends.namespace}:limits*")]
+    assert keys and any("public" in k for k in keys)
+
+
+def test_a_second_app_sees_the_same_counters(limited_app, make_app, ctx):
+    """Two apps (as two processes would) on one Redis share one budget."""
+    for _ in range(3):
+        limited_app.test_client().post("/marketplace/register", json={})
+    other = make_app(ratelimit_enabled=True, ratelimit_public="3/minute")
+    assert other.test_client().post("/marketplace/register", json={}).status_code == 429
+
+
+def test_webhook_ingestion_is_never_limited(limited_app, ctx, company_factory):
+    made = company_factory()
+    client = limited_app.test_client()
+    for _ in range(4):
+        client.post("/marketplace/register", json={})
+    for _ in range(5):
+        url = urlsplit(made.webhook_url)
+        response = client.post(f"{url.path}?{url.query}", json={"type": "booking_created", "data": {}})
+        assert response.status_code != 429
+
+
+def test_switching_limits_off_is_per_app(app, limited_app, ctx):
+    for _ in range(5):
+        limited_app.test_client().post("/marketplace/register", json={})
+    client = app.test_client()  # the default test app has RATELIMIT_ENABLED=false
+    for _ in range(5):
+        response = client.post("/marketplace/register", json={})
+        assert response.status_code == 400 and "X-RateLimit-Limit" not in response.headers
