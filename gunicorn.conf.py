@@ -12,3 +12,50 @@ graceful_timeout = 20
 keepalive = 5
 accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# The request line of the access log leaves out query strings (webhook URLs carry a secret there).
+access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+
+
+def _close_websockets(worker):
+    """Close the worker's open WebSockets with 1001 so clients reconnect elsewhere at once."""
+    app = getattr(worker, "wsgi", None)
+    if app is not None:
+        from web.shutdown import close_all
+
+        close_all(app)
+
+
+def post_worker_init(worker):
+    """On SIGTERM start the graceful drain as usual, and close the WebSockets that would hold it."""
+    import signal
+    import threading
+
+    drain = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        if callable(drain):
+            drain(signum, frame)
+        # Not in the signal handler itself: sending close frames takes locks the interrupted thread may hold.
+        threading.Thread(target=_close_websockets, args=(worker,), name="close-websockets", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def worker_int(worker):
+    """SIGINT/SIGQUIT (quick stop): close the sockets before the worker exits."""
+    _close_websockets(worker)
+
+
+def worker_exit(server, worker):
+    """Last chance for sockets still open when the graceful timeout ran out."""
+    _close_websockets(worker)
+
+
+def child_exit(server, worker):
+    """Drop a dead worker's live-gauge metric files (named as ``services.metrics.process_identifier`` does)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import socket
+
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(f"{socket.gethostname()}-{worker.pid}")

@@ -21,6 +21,7 @@ from web.errors import register_error_handlers
 from web.extensions import limiter, sock
 from web.limits import register_rate_limit_handler
 from web.observability import init_app as init_observability
+from web.shutdown import init_app as init_shutdown
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,6 +68,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["redis"] = client
     app.extensions["bus"] = _event_bus(settings, client)
     init_observability(app)  # first, so every later hook's early answer is counted and has an id
+    init_shutdown(app)
     db.init_app(app)
     limiter.init_app(app)
     sock.init_app(app)
