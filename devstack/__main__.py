@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +42,11 @@ def _environment(redis_url: str | None) -> dict[str, str]:
     env.setdefault("FLOWER_BASIC_AUTH", _persistent_secret("flower_basic_auth", "admin:" + secrets.token_urlsafe(12)))
     env.setdefault("PUBLIC_BASE_URL", f"http://localhost:{env.get('PORT', '3000')}")
     env.setdefault("FLOWER_PORT", "5555")
+    # One metrics folder for web, worker and beat, emptied at every start (old pids' files are stale).
+    metrics_dir = VAR / f"metrics-{env.get('PORT', '3000')}"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -132,7 +138,8 @@ def main() -> int:
             "\n"
             f"  Service ready      {base}/\n"
             f"  API self-test      {base}/test\n"
-            f"  Health             {base}/health\n"
+            f"  Health             {base}/health  (liveness: {base}/health/live)\n"
+            f"  Metrics            {base}/metrics  (X-API-Key: the admin key)\n"
             f"  Flower             http://127.0.0.1:{env['FLOWER_PORT']}/"
             f"  (user {user!r}, password in var/flower_basic_auth)\n"
             f"  Admin API key      in var/admin_api_key\n"
