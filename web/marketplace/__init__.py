@@ -8,13 +8,14 @@ bp = Blueprint("marketplace", __name__, url_prefix="/marketplace")
 
 # Route modules register themselves on ``bp`` when imported.
 from web.marketplace import (  # noqa: E402,F401
+    admin_webhooks,
     callback,
     companies,
     connect,
     metrics,
+    openapi,
     pages,
     registration,
+    webhooks,
     ws,
 )
-from web.marketplace import webhooks  # noqa: E402,F401
-from web.marketplace import admin_webhooks  # noqa: E402,F401
