@@ -46,8 +46,17 @@ protected_limit = limiter.shared_limit(
 )
 
 
+def _retry_after_only_on_refusals(response: Response) -> Response:
+    # Flask-Limiter adds Retry-After to every limited response; it means something only on 429 and 503.
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def register_rate_limit_handler(app: Flask) -> None:
-    """429 in the reference's shape, with ``Retry-After``."""
+    """429 in the reference's shape, with ``Retry-After``; no ``Retry-After`` on successful answers."""
+    # First in the list = run last (Flask runs after-request hooks in reverse), i.e. after the limiter's.
+    app.after_request_funcs.setdefault(None, []).insert(0, _retry_after_only_on_refusals)
 
     @app.errorhandler(RateLimitExceeded)
     def _too_many(exc: RateLimitExceeded) -> tuple[Response, int]:
