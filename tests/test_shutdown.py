@@ -73,7 +73,8 @@ def test_sigterm_drains_requests_and_closes_websockets_with_1001(
         with pytest.raises(ConnectionClosed):
             while True:
                 socket.receive(timeout=GRACEFUL_TIMEOUT)
-        assert socket.close_reason == 1001
+        # 1001 comes from web.shutdown.close_all: the /ws handler registers its socket there.
+        assert socket.close_reason == 1001, "the /ws handler must call web.shutdown.register(ws) / unregister(ws)"
         slow.join(timeout=GRACEFUL_TIMEOUT)
         assert answers and answers[0][0] == 503 and answers[0][1]["checks"]["worker"]["ok"] is False
         assert web.proc.wait(timeout=GRACEFUL_TIMEOUT) == 0
