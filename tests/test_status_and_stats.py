@@ -173,3 +173,13 @@ def test_empty_stats(client, ctx, admin_headers):
     stats = client.get("/marketplace/companies", headers=admin_headers).json["stats"]
     assert stats["total"] == 0 and stats["by_status"] == {"active": 0, "pending": 0, "inactive": 0}
     assert stats["last_24h"]["new_connections"] == 0 and stats["last_24h"]["disconnections"] == 0
+
+
+def test_a_rejected_callback_leaves_whatsapp_reported_as_linked(client, connected, ctx):
+    from models import Company
+
+    company = db.session.get(Company, connected.id)
+    company.integration_status = IntegrationStatus.ACTIVATION_FAILED
+    db.session.commit()
+    body = _status(client, connected.id, headers={"X-API-Key": connected.api_key}).json
+    assert body["integration_status"] == "activation_failed" and body["whatsapp_connected"] is True
