@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     ratelimit_public: str = "60/minute"
     ratelimit_protected: str = "120/minute"
     ratelimit_websocket: str = "5/minute"
+    # Each open socket holds a gunicorn thread: keep this below GUNICORN_THREADS so HTTP keeps threads.
+    websocket_max_per_process: int = Field(480, ge=1)
 
     yclients_api_url: str = "https://api.yclients.com"
     yclients_partner_token: str | None = None

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 from simple_websocket import Client, ConnectionClosed
 
 from models import db
@@ -145,3 +146,30 @@ def test_five_connections_per_minute_per_ip(limited, clients):
     error = refused.wait_for("error")
     assert error["message"] == "Too many requests" and 0 < error["retry_after"] <= 60
     assert refused.closed.wait(5)
+
+
+@pytest.fixture(scope="module")
+def capped(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
+    stack = start_stack(make_app, backends, service_env, run_dir, web=True, WEBSOCKET_MAX_PER_PROCESS="2")
+    yield stack
+    stack.stop()
+
+
+def test_a_process_refuses_sockets_beyond_its_cap_and_http_keeps_answering(capped, clients):
+    assert capped.base_url
+    held = [_connect(clients, capped.base_url) for _ in range(2)]
+    for client in held:
+        client.send("authenticate", {"token": "x"})
+        client.wait_for("error")
+    refused = _connect(clients, capped.base_url)
+    assert refused.wait_for("error") == {"message": "Сервер перегружен, попробуйте позже"}
+    assert refused.closed.wait(5)
+    assert requests.get(capped.base_url + "/marketplace/health/live", timeout=5).status_code == 200
+    held[0].close()
+
+    def accepted() -> bool:
+        client = _connect(clients, capped.base_url)
+        client.send("authenticate", {"token": "x"})
+        return client.wait_for("error")["message"] == "Недействительный токен"
+
+    wait_until(accepted, timeout=10, interval=0.2)

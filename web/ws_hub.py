@@ -19,6 +19,27 @@ from services.pubsub import EventBus, Message, company_channel
 log = logging.getLogger(__name__)
 
 
+class SocketSlots:
+    """Counts this process's open sockets so they never take every thread HTTP needs."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.open = 0
+
+    def acquire(self, limit: int) -> bool:
+        """Take a slot unless ``limit`` sockets are already open here."""
+        with self._lock:
+            if self.open >= limit:
+                return False
+            self.open += 1
+            return True
+
+    def release(self) -> None:
+        """Give a slot back."""
+        with self._lock:
+            self.open -= 1
+
+
 class SocketConnection:
     """A connected client; ``send`` is safe from the handler thread and the bus thread alike."""
 

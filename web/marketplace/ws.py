@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from flask import current_app
 from limits import parse
 from simple_websocket import ConnectionClosed, Server
 
@@ -24,11 +25,12 @@ from web.auth import presented_token
 from web.extensions import limiter, sock
 from web.limits import client_ip
 from web.marketplace import bp
-from web.ws_hub import SocketConnection
+from web.ws_hub import SocketConnection, SocketSlots
 
 log = logging.getLogger(__name__)
 TOO_MANY = "Too many requests"
 NOT_AUTHENTICATED = "Требуется аутентификация"
+BUSY = "Сервер перегружен, попробуйте позже"
 
 
 def _retry_after_if_limited(ip: str) -> int | None:
@@ -102,6 +104,12 @@ def websocket(ws: Server) -> None:
         ws.send(json.dumps({"event": "error", "data": {"message": TOO_MANY, "retry_after": retry_after}}))
         ws.close(reason=1008, message=TOO_MANY)
         return
+    slots: SocketSlots = current_app.extensions.setdefault("websocket_slots", SocketSlots())
+    if not slots.acquire(runtime.settings().websocket_max_per_process):
+        # The page falls back to polling; HTTP keeps its threads.
+        ws.send(json.dumps({"event": "error", "data": {"message": BUSY}}))
+        ws.close(reason=1013, message="busy")
+        return
     conn = SocketConnection(ws, runtime.bus())
     handshake_token = presented_token()
     WEBSOCKET_CONNECTIONS.inc()
@@ -118,6 +126,7 @@ def websocket(ws: Server) -> None:
         conn.close()
         db.session.remove()
         WEBSOCKET_CONNECTIONS.dec()
+        slots.release()
 
 
 def _respond(conn: SocketConnection, action: Callable[..., None], *args: Any) -> None:
