@@ -15,7 +15,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from models import Company, CompanyEvent, db
-from tests.support import ROOT, Backends, wait_until
+from tests.support import ROOT, wait_until
 from tests.whatsapp_stack import Stack, start_stack
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
