@@ -1,0 +1,1 @@
+"""Benchmarks (run on purpose, not collected by pytest): ``python -m bench.<name>``."""
