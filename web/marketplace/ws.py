@@ -21,6 +21,7 @@ from models import db
 from services import runtime, tokens, whatsapp, whatsapp_codes
 from services.errors import ServiceError, Unauthorized
 from services.metrics import WEBSOCKET_CONNECTIONS
+from web import shutdown
 from web.auth import presented_token
 from web.extensions import limiter, sock
 from web.limits import client_ip
@@ -113,6 +114,7 @@ def websocket(ws: Server) -> None:
     conn = SocketConnection(ws, runtime.bus())
     handshake_token = presented_token()
     WEBSOCKET_CONNECTIONS.inc()
+    shutdown.register(ws)  # a stopping worker closes it with 1001 so the client reconnects elsewhere
     try:
         if handshake_token:
             _respond(conn, _authenticate, conn, {}, handshake_token)
@@ -123,6 +125,7 @@ def websocket(ws: Server) -> None:
     except ConnectionClosed:
         pass
     finally:
+        shutdown.unregister(ws)
         conn.close()
         db.session.remove()
         WEBSOCKET_CONNECTIONS.dec()
