@@ -29,16 +29,17 @@ def lifecycle_app(make_app, backends: Backends) -> Iterator[Flask]:
     app = make_app(yclients_partner_token=PARTNER_TOKEN, yclients_application_id=APPLICATION_ID,
                    redis_namespace=namespace)
     yield app
-    client = redis.Redis.from_url(backends.redis_url)
-    for key in client.scan_iter(f"{namespace}:*"):
-        client.delete(key)
+    with redis.Redis.from_url(backends.redis_url) as client:
+        for key in client.scan_iter(f"{namespace}:*"):
+            client.delete(key)
 
 
 def _queued_tasks(app: Flask) -> list[tuple[str, list]]:
     settings = app.config["SETTINGS"]
-    client = redis.Redis.from_url(settings.redis_url)
+    with redis.Redis.from_url(settings.redis_url) as client:
+        raws = client.lrange(settings.key("celery"), 0, -1)
     found = []
-    for raw in client.lrange(settings.key("celery"), 0, -1):
+    for raw in raws:
         message = json.loads(raw)
         args = json.loads(base64.b64decode(message["body"]))[0]
         found.append((message["headers"]["task"], args))

@@ -74,19 +74,20 @@ def test_replay_by_id_processes_dead_events_once(client, company_factory, admin_
     assert _status(processed) == EventStatus.PROCESSED
 
 
-def test_replay_by_status_and_validation(client, company_factory, admin_headers):
+def test_replay_by_status_and_validation(client, company_factory, admin_headers, worker):
     made = company_factory()
     failed = [_event(made.id, EventStatus.FAILED, record_id=i) for i in range(3)]
     dead = _event(made.id, EventStatus.DEAD)
     body = client.post("/marketplace/admin/webhooks/replay", json={"status": "failed"}, headers=admin_headers)
     assert body.get_json()["replayed"] == failed
     assert _status(dead) == EventStatus.DEAD
+    wait_until(lambda: all(_status(i) == EventStatus.PROCESSED for i in failed), timeout=20)
     for bad in ({}, {"status": "processed"}, {"ids": ["1"]}, []):
         response = client.post("/marketplace/admin/webhooks/replay", json=bad, headers=admin_headers)
         assert response.status_code == 400 and response.get_json()["success"] is False
 
 
-def test_cli_lists_and_replays(app, company_factory):
+def test_cli_lists_and_replays(app, company_factory, worker):
     made = company_factory()
     dead = _event(made.id, EventStatus.DEAD, error="ValueError: nope")
     runner = app.test_cli_runner()
@@ -97,7 +98,7 @@ def test_cli_lists_and_replays(app, company_factory):
     replayed = runner.invoke(webhooks_cli, ["replay", str(dead), "999999"])
     assert replayed.exit_code == 0, replayed.output
     assert f"replayed: {dead}" in replayed.output and "skipped (not failed or dead): 999999" in replayed.output
-    assert _status(dead) in (EventStatus.RECEIVED, EventStatus.PROCESSING, EventStatus.PROCESSED)
+    wait_until(lambda: _status(dead) == EventStatus.PROCESSED, timeout=20)
     assert runner.invoke(webhooks_cli, ["replay"]).exit_code != 0
     assert runner.invoke(webhooks_cli, ["list", "--status", "nope"]).exit_code != 0
 

@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 
 import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
 from models import EventStatus, WebhookEvent, db
 from services.metrics import WEBHOOKS_RECEIVED
-from tests.support import free_port
+from tests.support import Backends, free_port
 
 OK = {"success": True}
+
+
+@pytest.fixture(scope="session")
+def quiet_app(make_app, backends: Backends) -> Iterator[Callable[..., Flask]]:
+    """Apps that enqueue into a namespace no worker consumes: these tests look at storage, not processing."""
+    namespace = f"{backends.namespace}quiet"
+    yield lambda **overrides: make_app(redis_namespace=namespace, **overrides)
+    with redis.Redis.from_url(backends.redis_url) as client:
+        for key in client.scan_iter(f"{namespace}:*"):
+            client.delete(key)
+
+
+@pytest.fixture(scope="session")
+def _quiet_default(quiet_app) -> Flask:
+    return quiet_app()
+
+
+@pytest.fixture
+def client(_quiet_default: Flask) -> FlaskClient:
+    return _quiet_default.test_client()
 
 
 def _path(made, secret: str | None = "") -> str:
@@ -138,8 +162,8 @@ def test_garbage_bodies_are_acknowledged_and_rejected(client, company_factory, b
     assert event.attempts == 0 and event.processed_at is None
 
 
-def test_oversized_body_is_rejected_without_being_stored(make_app, company_factory):
-    app = make_app(webhook_max_body_bytes=200)
+def test_oversized_body_is_rejected_without_being_stored(quiet_app, company_factory):
+    app = quiet_app(webhook_max_body_bytes=200)
     made = company_factory()
     body = json.dumps({**REFERENCE, "data": {**REFERENCE["data"], "comment": "x" * 500}})
     with app.test_client() as c:
@@ -152,8 +176,8 @@ def test_oversized_body_is_rejected_without_being_stored(make_app, company_facto
     assert "excerpt" not in events[0].payload
 
 
-def test_webhook_is_never_rate_limited(make_app, company_factory):
-    app = make_app(ratelimit_enabled=True, ratelimit_public="1/minute", ratelimit_protected="1/minute")
+def test_webhook_is_never_rate_limited(quiet_app, company_factory):
+    app = quiet_app(ratelimit_enabled=True, ratelimit_public="1/minute", ratelimit_protected="1/minute")
     made = company_factory()
     with app.test_client() as c:
         statuses = {c.post(_path(made), json={**REFERENCE, "created_at": str(i)}).status_code for i in range(5)}
