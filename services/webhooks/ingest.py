@@ -17,14 +17,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Company, EventSource, EventStatus, db, utcnow
-from services import runtime, webhook_secrets
+from services import webhook_secrets
 from services.metrics import WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
+from services.webhooks.enqueue import send_process
 from services.webhooks.parsing import Malformed, excerpt, parse_delivery
 
 log = logging.getLogger(__name__)
 
-PROCESS_TASK = "webhooks.process"
 MAX_DB_INT = 2**31 - 1
 
 
@@ -65,7 +65,7 @@ def insert_event(**values: Any) -> int | None:
 def enqueue(event_id: int) -> bool:
     """Send ``webhooks.process(event_id)`` without waiting on a broken broker; False if it failed."""
     try:
-        runtime.celery().send_task(PROCESS_TASK, args=[event_id], retry=False, ignore_result=True)
+        send_process(event_id)
     except Exception as exc:  # the event is stored: the sweep enqueues it once the broker is back
         log.warning("webhook event %s stored but not enqueued (%s); the sweep will pick it up", event_id, exc)
         return False
