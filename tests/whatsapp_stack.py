@@ -44,6 +44,9 @@ class Stack:
         for proc in self.processes:
             proc.stop()
         self.yclients.stop()
+        self.app.extensions["bus"].close()
+        self.app.extensions["redis"].close()
+        self.app.extensions["celery"].close()
         with redis.Redis.from_url(self.redis_url) as client:
             for key in client.scan_iter(f"{self.namespace}:*", count=1000):
                 client.delete(key)
