@@ -90,7 +90,8 @@ def test_logout_task_logs_out_at_waha(live, waha):
 
 def test_events_with_a_wrong_or_missing_signature_are_refused(live):
     company = make_company()
-    event = {"id": "evt_1", "timestamp": int(time.time() * 1000), "event": "session.status", "session": f"company-{company.id}",
+    event = {"id": "evt_1", "timestamp": int(time.time() * 1000), "event": "session.status",
+             "session": f"company-{company.id}",
              "me": {"id": "79990000000@c.us"}, "payload": {"status": "WORKING"}}
     raw = json.dumps(event).encode()
     url = f"{live.base_url}/marketplace/whatsapp/events"
