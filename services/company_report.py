@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from models import ApiKey, Callback, CompanyEvent, WebhookEvent, WhatsAppSession, db
+from services import webhook_secrets
 from services.companies import get_company, iso
 from services.logs import Redactor
 
@@ -43,7 +44,7 @@ def company_overview(company_id: int, limit: int = 10) -> dict[str, Any]:
             "whatsapp_connected_at": iso(company.whatsapp_connected_at),
             "activated_at": iso(company.activated_at),
             "disconnected_at": iso(company.disconnected_at),
-            "webhook_secret_active": company.webhook_secret_generation is not None,
+            "webhook_secret_active": not webhook_secrets.is_revoked(company),
         },
         "whatsapp_session": None if session is None else {
             "status": session.status,

@@ -10,12 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db
-from services import api_keys, company_events, install, runtime, tokens
+from services import api_keys, company_events, install, runtime, tokens, webhook_secrets
 from services.api_keys import Principal
 from services.callbacks import enqueue_callback
 from services.errors import Conflict, InvalidInput, Unauthorized
 from services.install import MarketplaceUser
-from services.webhook_secrets import rotate_webhook_secret, webhook_url
+from services.webhook_secrets import webhook_url
 
 MISSING_SALON_ID = "Отсутствует обязательный параметр salon_id"
 BAD_SALON_ID = "Параметр salon_id должен быть положительным целым числом"
@@ -148,8 +148,8 @@ def _reactivate(company: Company, source: str) -> None:
     """A new install of an uninstalled or frozen salon starts it again."""
     if company.integration_status not in REACTIVATED_FROM:
         return
-    if company.webhook_secret_generation is None:
-        rotate_webhook_secret(company)
+    if webhook_secrets.is_revoked(company):
+        webhook_secrets.rotate_webhook_secret(company)
     session = db.session.scalar(select(WhatsAppSession).where(WhatsAppSession.company_id == company.id))
     if session is not None and session.status == SessionStatus.WORKING:
         company.integration_status = IntegrationStatus.CONNECTED

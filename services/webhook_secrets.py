@@ -5,27 +5,42 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from typing import Protocol
 
 from models import Company
 from services import runtime
 
 
-def webhook_secret(company: Company) -> str | None:
-    """The company's current secret, or None once revoked (uninstall)."""
-    generation = company.webhook_secret_generation
-    if generation is None:
+class HasWebhookSecret(Protocol):
+    """Anything carrying a company's id and secret generation (a Company row, a lighter tuple)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def webhook_secret_generation(self) -> int | None: ...
+
+
+def webhook_secret(company: HasWebhookSecret) -> str | None:
+    """The company's current secret, or None while revoked (after an uninstall)."""
+    if is_revoked(company):
         return None
-    message = f"webhook:{company.id}:{generation}".encode()
+    message = f"webhook:{company.id}:{company.webhook_secret_generation}".encode()
     digest = hmac.new(runtime.settings().secret_key.encode(), message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
 
 
-def verify_webhook_secret(company: Company, presented: str | None) -> bool:
+def verify_webhook_secret(company: HasWebhookSecret, presented: str | None) -> bool:
     """Constant-time check of a presented secret against the company's current one."""
     expected = webhook_secret(company)
     if not expected or not presented:
         return False
     return hmac.compare_digest(expected.encode(), presented.encode())
+
+
+def is_revoked(company: HasWebhookSecret) -> bool:
+    """True while no secret is valid (after an uninstall, until the next rotation)."""
+    return company.webhook_secret_generation is None or company.webhook_secret_generation <= 0
 
 
 def webhook_url(company: Company) -> str | None:
@@ -37,10 +52,11 @@ def webhook_url(company: Company) -> str | None:
 
 
 def rotate_webhook_secret(company: Company) -> None:
-    """Start a new generation: the old URL stops working."""
-    company.webhook_secret_generation = (company.webhook_secret_generation or 0) + 1
+    """Start a new generation: every earlier URL stops working (also after a revocation)."""
+    company.webhook_secret_generation = abs(company.webhook_secret_generation or 0) + 1
 
 
 def revoke_webhook_secret(company: Company) -> None:
-    """No secret at all: every delivery is rejected until a new generation is started."""
-    company.webhook_secret_generation = None
+    """No valid secret until the next rotation; the generation is kept (negated) so a later
+    rotation never brings an old URL back to life."""
+    company.webhook_secret_generation = -abs(company.webhook_secret_generation or 0)

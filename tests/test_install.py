@@ -119,13 +119,13 @@ def test_without_a_partner_token_installs_are_refused(make_app, ctx):
 
 
 def test_reinstall_of_an_uninstalled_salon_starts_it_again(client, ctx, company_factory):
-    made = company_factory(status=IntegrationStatus.UNINSTALLED, webhook_secret_generation=None)
+    made = company_factory(status=IntegrationStatus.UNINSTALLED, webhook_secret_generation=-1)
     user_data, sign = signed_user_data(USER)
     params = _connect_params(_install(client, salon_id=made.salon_id, user_data=user_data, user_data_sign=sign))
     assert params["company"] == str(made.id)
     company = db.session.get(Company, made.id)
     db.session.refresh(company)
     assert company.integration_status == IntegrationStatus.PENDING
-    assert company.webhook_secret_generation is not None
+    assert company.webhook_secret_generation == 2
     kinds = {e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=made.id)}
     assert "reinstalled" in kinds

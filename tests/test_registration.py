@@ -176,7 +176,7 @@ def test_re_registration_with_proof_issues_a_new_key(client, ctx, company_factor
 
 
 def test_re_registration_reactivates_an_uninstalled_salon(client, ctx, company_factory, admin_headers):
-    made = company_factory(status=IntegrationStatus.UNINSTALLED, webhook_secret_generation=None)
+    made = company_factory(status=IntegrationStatus.UNINSTALLED, webhook_secret_generation=-1)
     response = client.post("/marketplace/register", json={"salon_id": made.salon_id}, headers=admin_headers)
     assert response.status_code == 200
     company = db.session.get(Company, made.id)

@@ -79,6 +79,11 @@ def test_webhook_secret_rotates_and_revokes(ctx, company_factory):
     assert made.webhook_url.endswith(f"/marketplace/webhook/{made.id}?secret={made.webhook_secret}")
     webhook_secrets.rotate_webhook_secret(company)
     assert not webhook_secrets.verify_webhook_secret(company, made.webhook_secret)
+    rotated = webhook_secrets.webhook_secret(company)
     webhook_secrets.revoke_webhook_secret(company)
-    assert webhook_secrets.webhook_secret(company) is None
+    assert webhook_secrets.webhook_secret(company) is None and webhook_secrets.is_revoked(company)
     assert not webhook_secrets.verify_webhook_secret(company, None)
+    assert not webhook_secrets.verify_webhook_secret(company, rotated)
+    # A reinstall starts a new generation: no URL issued before the uninstall comes back to life.
+    webhook_secrets.rotate_webhook_secret(company)
+    assert webhook_secrets.webhook_secret(company) not in (made.webhook_secret, rotated, None)
