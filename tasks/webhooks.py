@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import Task, shared_task
 
 from models import EventStatus
 from services.webhooks import admin, processing
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="webhooks.process", bind=True, acks_late=True, max_retries=None)
@@ -16,6 +20,21 @@ def process(self: Task, event_id: int) -> str:
         # The retry time is also in the row: if this message is lost, the sweep runs it when due.
         raise self.retry(countdown=result.retry_in, retry=False)
     return result.status
+
+
+@shared_task(name="webhooks.process_batch", acks_late=True)
+def process_batch(event_ids: list[int]) -> dict[str, int]:
+    """Apply the events one web process stored in one commit; failures are retried one by one."""
+    outcomes: dict[str, int] = {}
+    for event_id in event_ids:
+        result = processing.process_event(event_id)
+        outcomes[result.status] = outcomes.get(result.status, 0) + 1
+        if result.status == EventStatus.FAILED and result.retry_in is not None:
+            try:
+                process.apply_async((event_id,), countdown=result.retry_in, retry=False)
+            except Exception:  # the retry time is in the row: the sweep runs it when due
+                log.warning("retry of webhook event %s not enqueued; the sweep will run it", event_id)
+    return outcomes
 
 
 @shared_task(name="webhooks.sweep", acks_late=False, expires=60)

@@ -126,6 +126,12 @@ def make_app(service_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
     yield factory
     for app in apps:
         app.extensions["bus"].close()
+        app.extensions["redis"].close()
+        celery_app = app.extensions["celery"]
+        backend_client = getattr(celery_app.backend, "client", None)
+        if backend_client is not None:
+            backend_client.close()
+        celery_app.close()
     db.session.remove()
 
 

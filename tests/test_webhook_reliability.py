@@ -190,3 +190,20 @@ def test_worker_killed_mid_task_then_the_event_is_processed_after_restart(
     assert event.status == EventStatus.PROCESSED and event.attempts == 2
     booking = _booking(made, 404)
     assert booking is not None and booking.last_event_id == event_id
+
+
+def test_a_concurrent_burst_is_stored_and_processed_once_each(live_server, ctx, company_factory):
+    """Deliveries that share one group commit: new, repeated and unauthenticated ones side by side."""
+    made = company_factory()
+    bodies = [_created(3000 + n % 40, datetime="2024-09-17T15:00:00") for n in range(80)]  # each twice
+    bad_path = f"/marketplace/webhook/{made.id}?secret=wrong"
+    requests = [(_path(made), body) for body in bodies] + [(bad_path, _created(9999))] * 10
+    with ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(lambda r: _post(live_server, r[0], r[1]), requests))
+    assert answers == [(200, {"success": True})] * len(requests)
+    events = _events(company_id=made.id)
+    accepted = [e for e in events if e.status != EventStatus.REJECTED]
+    assert len(accepted) == 40 and len(events) == 50
+    wait_until(lambda: len(_events(company_id=made.id, status=EventStatus.PROCESSED)) == 40, timeout=30)
+    assert {e.attempts for e in _events(company_id=made.id, status=EventStatus.PROCESSED)} == {1}
+    assert all(_booking(made, 3000 + n) is not None for n in range(40))

@@ -17,10 +17,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Company, EventSource, EventStatus, db, utcnow
-from services import webhook_secrets
+from services import runtime, webhook_secrets
 from services.metrics import WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
-from services.webhooks.enqueue import send_process
 from services.webhooks.parsing import Malformed, excerpt, parse_delivery
 
 log = logging.getLogger(__name__)
@@ -65,7 +64,7 @@ def insert_event(**values: Any) -> int | None:
 def enqueue(event_id: int) -> bool:
     """Send ``webhooks.process(event_id)`` without waiting on a broken broker; False if it failed."""
     try:
-        send_process(event_id)
+        runtime.celery().send_task("webhooks.process", args=[event_id], retry=False, ignore_result=True)
     except Exception as exc:  # the event is stored: the sweep enqueues it once the broker is back
         log.warning("webhook event %s stored but not enqueued (%s); the sweep will pick it up", event_id, exc)
         return False

@@ -9,17 +9,29 @@ cabinet shows up as failed deliveries in YClients' logs instead of silently succ
 from __future__ import annotations
 
 import logging
+import threading
 
-from flask import Response, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from services import runtime
-from services.webhooks import ingest, lifecycle
+from services.webhooks import lifecycle
+from services.webhooks.writer import InboxWriter
 from web.errors import error_response
 from web.extensions import limiter
 from web.marketplace import bp
 
 log = logging.getLogger(__name__)
+_writer_lock = threading.Lock()
+
+
+def inbox_writer(app: Flask) -> InboxWriter:
+    """The app's group-commit writer for this process (created on first use, after any fork)."""
+    writer = app.extensions.get("inbox_writer")
+    if writer is None:
+        with _writer_lock:
+            writer = app.extensions.setdefault("inbox_writer", InboxWriter(app))
+    return writer
 
 
 def read_body() -> bytes | None:
@@ -44,7 +56,8 @@ def _request_id() -> str | None:
 @limiter.exempt
 def company_webhook(company_id: int) -> Response:
     """Store one YClients delivery for ``company_id`` and acknowledge it at once."""
-    ingest.receive(company_id, request.args.get("secret"), read_body(), _request_id())
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    inbox_writer(app).submit(company_id, request.args.get("secret"), read_body(), _request_id())
     return jsonify(success=True)
 
 
