@@ -30,6 +30,7 @@ from services import api_keys, company_events, runtime
 from services.api_keys import Principal
 from services.companies import get_company, iso, status_payload
 from services.errors import Conflict, Forbidden, NotFound, Unavailable
+from services.metrics import CALLBACKS
 from services.transactions import on_commit
 from services.webhook_secrets import webhook_url
 
@@ -166,6 +167,7 @@ def _prepare(company_id: int) -> _Prepared | None:
         row.status = CallbackStatus.DEAD
         row.error = f"Компания в статусе {company.integration_status}: callback не отправлен"
         db.session.commit()
+        CALLBACKS.labels(outcome=CallbackStatus.DEAD).inc()
         return None
     prepared = _Prepared(row.id, company.salon_id, _install_key(row), url)
     row.attempts += 1
@@ -207,6 +209,7 @@ def _record(callback_id: int, response: PartnerResponse) -> float | None:
             row.status = CallbackStatus.REJECTED if response.outcome is Outcome.REJECTED else CallbackStatus.DEAD
             _set_company_outcome(company, row, "activation_failed", IntegrationStatus.ACTIVATION_FAILED)
     db.session.commit()
+    CALLBACKS.labels(outcome=row.status).inc()
     log.info("callback %s for company %s: %s (HTTP %s)", row.id, row.company_id, row.status, row.http_status)
     return delay
 

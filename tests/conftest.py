@@ -169,11 +169,11 @@ def _isolation(request: pytest.FixtureRequest, backends: Backends) -> Iterator[N
         else:
             for name in reversed(tables):
                 conn.execute(text(f"DELETE FROM {name}"))
-    client = redis.Redis.from_url(backends.redis_url)
     keep = tuple(f"{backends.namespace}:{p}".encode() for p in ("celery", "_kombu", "unacked", "health"))
-    for key in client.scan_iter(f"{backends.namespace}:*", count=1000):
-        if not key.startswith(keep):
-            client.delete(key)
+    with redis.Redis.from_url(backends.redis_url) as client:
+        for key in client.scan_iter(f"{backends.namespace}:*", count=1000):
+            if not key.startswith(keep):
+                client.delete(key)
 
 
 def _ping_worker(app: Flask, timeout: float = 2.0) -> bool:

@@ -106,7 +106,8 @@ def _postgres(run_id: str) -> tuple[str, Callable[[], None]] | None:
 
 def _redis_reachable(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+        with redis.Redis.from_url(url, socket_connect_timeout=2) as client:
+            return bool(client.ping())
     except redis.RedisError:
         return False
 
@@ -141,9 +142,9 @@ def detect_backends(tmp_dir: Path) -> Backends:
     namespace = f"t{run_id}"
 
     def drop_keys() -> None:
-        client = redis.Redis.from_url(redis_url)
-        for key in client.scan_iter(f"{namespace}:*", count=1000):
-            client.delete(key)
+        with redis.Redis.from_url(redis_url) as client:
+            for key in client.scan_iter(f"{namespace}:*", count=1000):
+                client.delete(key)
 
     cleanup.append(drop_keys)
     return Backends(database_url, redis_url, namespace, description, cleanup)

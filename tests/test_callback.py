@@ -262,3 +262,19 @@ def test_callback_status_is_private_to_its_company(app, admin_headers):
     assert client.get(url, headers={"X-API-Key": own.api_key}).json["data"]["status"] == "retrying"
     assert client.get(url, headers=admin_headers).status_code == 200
     assert client.get("/marketplace/callback/999999", headers=admin_headers).status_code == 404
+
+
+def test_callback_outcomes_are_counted_in_the_metrics(ctx, fake, linked, company_factory, admin_headers):
+    from tests.test_metrics import scrape, value
+
+    client = ctx.test_client()
+    before = scrape(client, admin_headers)
+    callbacks.attempt_callback(linked.id)
+    rejected = company_factory(status=IntegrationStatus.CONNECTED, whatsapp_phone="+79001234568")
+    fake.script(rejected.salon_id, fy.unauthorized())
+    callbacks.attempt_callback(rejected.id)
+    after = scrape(client, admin_headers)
+    for outcome in (CallbackStatus.SENT, CallbackStatus.REJECTED):
+        counted = value(after, "ycwa_callbacks_total", outcome=outcome) - value(before, "ycwa_callbacks_total",
+                                                                                 outcome=outcome)
+        assert counted == 1, outcome

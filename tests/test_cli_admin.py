@@ -193,6 +193,7 @@ def test_callbacks_resend_queues_the_callback(make_app, backends: Backends):
     finally:
         for key in client.scan_iter(f"{namespace}:*", count=1000):
             client.delete(key)
+        client.close()
 
 
 def test_the_cli_runs_as_a_real_process(backends: Backends, service_env: dict[str, str], ctx):

@@ -80,9 +80,9 @@ def json_worker(
 
     wait_until(answers, timeout=60, interval=0.2)
     yield app, proc
-    client = redis.Redis.from_url(backends.redis_url)
-    for key in client.scan_iter(f"{namespace}:*", count=1000):
-        client.delete(key)
+    with redis.Redis.from_url(backends.redis_url) as client:
+        for key in client.scan_iter(f"{namespace}:*", count=1000):
+            client.delete(key)
 
 
 def test_the_request_id_follows_the_work_into_the_task_the_worker_runs(json_worker, json_log):

@@ -89,8 +89,8 @@ def test_protected_limit_is_per_api_key(limited_app, ctx, company_factory):
 
 def test_counters_live_in_redis(limited_app, ctx, backends):
     limited_app.test_client().post("/marketplace/register", json={})
-    client = redis.Redis.from_url(backends.redis_url)
-    keys = [k.decode() for k in client.scan_iter(f"{backends.namespace}:limits*")]
+    with redis.Redis.from_url(backends.redis_url) as client:
+        keys = [k.decode() for k in client.scan_iter(f"{backends.namespace}:limits*")]
     assert keys and any("public" in k for k in keys)
 
 

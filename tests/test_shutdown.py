@@ -32,9 +32,9 @@ def namespace(backends: Backends) -> Iterator[str]:
     """A Redis namespace no session worker listens on; its keys are dropped afterwards."""
     name = f"{backends.namespace}-stop{os.getpid()}"
     yield name
-    client = redis.Redis.from_url(backends.redis_url)
-    for key in client.scan_iter(f"{name}:*", count=1000):
-        client.delete(key)
+    with redis.Redis.from_url(backends.redis_url) as client:
+        for key in client.scan_iter(f"{name}:*", count=1000):
+            client.delete(key)
 
 
 def _get(url: str, timeout: float = 10) -> tuple[int, dict[str, Any]]:
@@ -63,8 +63,8 @@ def test_sigterm_drains_requests_and_closes_websockets_with_1001(
         answers: list[tuple[int, dict[str, Any]]] = []
         slow = threading.Thread(target=lambda: answers.append(_get(base + "/marketplace/health")))
         slow.start()
-        broker = redis.Redis.from_url(backends.redis_url)
-        wait_until(lambda: broker.llen(f"{namespace}:celery") > 0, timeout=10)
+        with redis.Redis.from_url(backends.redis_url) as broker:
+            wait_until(lambda: broker.llen(f"{namespace}:celery") > 0, timeout=10)
 
         stopping = time.monotonic()
         assert web.proc is not None
