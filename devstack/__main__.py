@@ -48,6 +48,10 @@ def _environment(redis_url: str | None) -> dict[str, str]:
     metrics_dir.mkdir(parents=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     env["PYTHONUNBUFFERED"] = "1"
+    shared = ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "ADMIN_API_KEY")
+    devstack_env = VAR / "devstack.env"
+    devstack_env.write_text("".join(f"{name}={env[name]}\n" for name in shared if env.get(name)))
+    devstack_env.chmod(0o600)
     return env
 
 

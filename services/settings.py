@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from functools import lru_cache
 from typing import Literal
@@ -129,10 +130,21 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+# Written by ``make run``: where its embedded Redis and SQLite file are, and the secrets it generated,
+# so a command run from another terminal in development (``flask --app wsgi …``) reaches the same stack.
+DEVSTACK_ENV_FILE = "var/devstack.env"
+
+
+def _env_files() -> tuple[str, ...]:
+    if os.environ.get("APP_ENV", "development") == "development" and os.path.exists(DEVSTACK_ENV_FILE):
+        return (DEVSTACK_ENV_FILE, ".env")  # .env and the real environment take precedence
+    return (".env",)
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the settings; a bad environment ends the process with a clear message."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_env_file=_env_files(), **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, err['loc'])).upper() or 'settings'}: {err['msg']}" for err in exc.errors()

@@ -150,3 +150,20 @@ def test_wsgi_entry_point_only_builds_the_app():
         "app = create_app()",
         'celery_app = app.extensions["celery"]',
     ]
+
+
+def test_commands_in_development_find_the_running_embedded_stack(tmp_path):
+    """``make run`` leaves var/devstack.env; a CLI in another terminal reads it, production never does."""
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "devstack.env").write_text("REDIS_URL=redis://127.0.0.1:6390/0\nSECRET_KEY=from-devstack\n")
+    code = "from services.settings import load_settings as l; s = l(); print(s.redis_url, s.secret_key)"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+
+    def run(**extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, **extra},
+                              capture_output=True, text=True, timeout=60)
+
+    assert run().stdout.split() == ["redis://127.0.0.1:6390/0", "from-devstack"]
+    assert run(REDIS_URL="redis://10.0.0.1:6379/0").stdout.split()[0] == "redis://10.0.0.1:6379/0"
+    production = run(APP_ENV="production", DATABASE_URL="postgresql://x/y")
+    assert "SECRET_KEY" in production.stderr and production.returncode == 3
