@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _BACKENDS is not None:
         terminalreporter.write_line("integration backends used: " + "; ".join(_BACKENDS.description))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Connection pools that third-party clients keep per thread (Celery's result backend) are only
+    # dropped by the garbage collector; collect them here, where an unclosed socket is expected,
+    # rather than in pytest's own final sweep. Leaks during the run still fail their test.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -132,6 +143,13 @@ def make_app(service_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
         if backend_client is not None:
             backend_client.close()
         celery_app.close()
+    # Imported here: importing the web package earlier would load the metrics before
+    # pytest_configure has pointed them at the run's multiprocess folder.
+    from web.extensions import limiter
+
+    storage = getattr(limiter, "_storage", None)  # the rate limiter's own Redis client
+    if storage is not None and hasattr(storage, "storage"):
+        storage.storage.close()
     db.session.remove()
 
 
