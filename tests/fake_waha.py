@@ -13,8 +13,10 @@ import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.local_http import LocalHTTPServer
 
 API_KEY = "test-waha-api-key"
 
@@ -29,45 +31,15 @@ class FakeSession:
     pairing: list[str] = field(default_factory=list)
 
 
-class FakeWaha:
+class FakeWaha(LocalHTTPServer):
     """The server; ``url`` is what ``WAHA_URL`` should be set to. Requests without the key get 401."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sessions: dict[str, FakeSession] = {}
         self.calls: list[tuple[str, str]] = []
         self.sent_text: list[dict[str, Any]] = []
         self._lock = threading.Lock()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                fake._handle(self, "GET")
-
-            def do_POST(self) -> None:  # noqa: N802
-                fake._handle(self, "POST")
-
-            def do_DELETE(self) -> None:  # noqa: N802
-                fake._handle(self, "DELETE")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> FakeWaha:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     # --- what the phone does -----------------------------------------------------------------
 

@@ -14,8 +14,10 @@ import json
 import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.local_http import LocalHTTPServer
 
 PARTNER_TOKEN = "test-partner-token-0123456789"
 APPLICATION_ID = 4242
@@ -95,43 +97,19 @@ class Recorded:
     body: Any
 
 
-class FakeYClients:
+class FakeYClients(LocalHTTPServer):
     """The server; ``url`` is what ``YCLIENTS_API_URL`` should be set to."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.requests: list[Recorded] = []
         self._scripts: dict[int | None, deque[Reply]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                fake._handle(self, "POST")
-
-            def do_GET(self) -> None:  # noqa: N802
-                fake._handle(self, "GET")
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> FakeYClients:
-        self._thread.start()
-        return self
 
     def stop(self) -> None:
         self._stopping.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
 
     def script(self, salon_id: int | None, *replies: Reply) -> None:
         """Queue answers for calls about ``salon_id`` (None: for calls naming no salon)."""
