@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 TASK = "yclients.send_callback"
 KEY_LABEL = "yclients"
+NOT_CONFIGURED_REASON = "YCLIENTS_PARTNER_TOKEN или YCLIENTS_APPLICATION_ID не заданы"
 OPEN_STATUSES = (CallbackStatus.PENDING, CallbackStatus.RETRYING)
 # A callback may be sent once WhatsApp is linked; the automatic one only until YClients accepted.
 SENDABLE = (IntegrationStatus.CONNECTED, IntegrationStatus.ACTIVE, IntegrationStatus.ACTIVATION_FAILED)
@@ -219,6 +220,10 @@ def attempt_callback(company_id: int) -> float | None:
     settings = runtime.settings()
     if not is_configured():
         log.warning("callback for company %s skipped: YClients partner token or application id not set", company_id)
+        if db.session.get(Company, company_id) is not None:
+            # Visible in the company's events (and `company show`), not only in the worker's log.
+            company_events.record(company_id, "callback_skipped", reason=NOT_CONFIGURED_REASON)
+            db.session.commit()
         return None
     lock = runtime.redis().lock(
         settings.key("lock", "callback", company_id), timeout=settings.yclients_timeout_seconds + 60

@@ -278,3 +278,13 @@ def test_callback_outcomes_are_counted_in_the_metrics(ctx, fake, linked, company
         counted = value(after, "ycwa_callbacks_total", outcome=outcome) - value(before, "ycwa_callbacks_total",
                                                                                  outcome=outcome)
         assert counted == 1, outcome
+
+
+def test_without_partner_settings_the_skipped_callback_is_recorded(make_app, company_factory):
+    """The embedded default has no YClients to call: the attempt says so in the company's events."""
+    app = make_app(yclients_partner_token=None)
+    with app.app_context():
+        made = company_factory(status=IntegrationStatus.CONNECTED)
+        assert callbacks.attempt_callback(made.id) is None
+        assert _kinds(made.id)[-1] == "callback_skipped"
+        assert _rows(made.id) == [] and _company(made.id).integration_status == IntegrationStatus.CONNECTED
