@@ -11,7 +11,7 @@ from typing import Any
 
 from integrations.whatsapp import GatewayError
 from models import SessionStatus, WhatsAppSession, db, utcnow
-from services import company_events, qr, runtime
+from services import company_events, parcels, qr, runtime
 from services.errors import Conflict, ServiceError, Unavailable
 from services.metrics import PAIRING_CODES_ISSUED, QR_CODES_ISSUED
 from services.transactions import on_commit
@@ -164,7 +164,8 @@ def request_pairing_code(company_id: int, phone: object) -> str:
     celery = runtime.celery()
     wait = runtime.settings().qr_wait_seconds
     deadline = time.time() + wait
-    on_commit(lambda: celery.send_task("whatsapp.pairing_code", args=[company_id, digits, nonce, deadline]))
+    phone_parcel = parcels.park(digits)  # the phone number stays out of the task's arguments
+    on_commit(lambda: celery.send_task("whatsapp.pairing_code", args=[company_id, phone_parcel, nonce, deadline]))
     return nonce
 
 

@@ -8,7 +8,7 @@ from typing import Any, cast
 from flask import current_app
 
 from integrations.whatsapp import GatewayError, SimulatorGateway, WhatsAppGateway, make_gateway
-from services import runtime
+from services import parcels, runtime
 from services.errors import Conflict, InvalidInput, NotFound
 
 SESSION_PREFIX = "company-"
@@ -25,10 +25,15 @@ def gateway() -> WhatsAppGateway:
             celery.send_task(name, args=args, countdown=countdown)
 
         def deliver(event: dict[str, Any]) -> None:
-            celery.send_task(HANDLE_EVENT_TASK, args=[event])
+            celery.send_task(HANDLE_EVENT_TASK, args=[parcels.park(event)])
 
         extensions["whatsapp_gateway"] = make_gateway(runtime.settings(), runtime.redis(), schedule, deliver)
     return cast(WhatsAppGateway, extensions["whatsapp_gateway"])
+
+
+def deliver_event(event: dict[str, Any]) -> None:
+    """Hand a gateway event to ``whatsapp.handle_event`` (by parcel id: it carries the phone number)."""
+    runtime.celery().send_task(HANDLE_EVENT_TASK, args=[parcels.park(event)])
 
 
 def simulator_active() -> bool:

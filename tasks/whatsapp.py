@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from celery import Task, shared_task
 
 from integrations.whatsapp import GatewayError
 from models import db
-from services import whatsapp, whatsapp_codes, whatsapp_gateway
+from services import parcels, whatsapp, whatsapp_codes, whatsapp_gateway
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +45,11 @@ def start_session(self: Task, company_id: int) -> str:
 
 
 @shared_task(name="whatsapp.handle_event")
-def handle_event(event: dict[str, Any]) -> str:
-    """Apply one gateway ``session.status`` event to the session and the company."""
+def handle_event(parcel_id: str) -> str:
+    """Apply one gateway ``session.status`` event (parked under ``parcel_id``) to the session and company."""
+    event = parcels.fetch(parcel_id)
+    if event is None:
+        return "expired"
     outcome = whatsapp.handle_event(event)
     db.session.commit()
     return outcome
@@ -62,8 +64,11 @@ def render_qr(company_id: int, attempt: int, seq: int) -> bool:
 
 
 @shared_task(name="whatsapp.pairing_code", bind=True, max_retries=200)
-def pairing_code(self: Task, company_id: int, digits: str, nonce: str, deadline: float) -> str:
-    """Request a pairing code for ``digits`` once the attempt is waiting for a login."""
+def pairing_code(self: Task, company_id: int, phone_parcel: str, nonce: str, deadline: float) -> str:
+    """Request a pairing code for the parked phone number once the attempt is waiting for a login."""
+    digits = parcels.fetch(phone_parcel)
+    if digits is None:
+        return "expired"
     outcome = whatsapp_codes.issue_pairing_code(company_id, digits, nonce, last_try=time.time() >= deadline)
     db.session.commit()
     if outcome == whatsapp_codes.NOT_READY:

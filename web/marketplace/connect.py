@@ -95,5 +95,5 @@ def gateway_events() -> Any:
     event = request.get_json(silent=True)
     if not isinstance(event, dict):
         return error_response(400, "Некорректный запрос")
-    runtime.celery().send_task(whatsapp_gateway.HANDLE_EVENT_TASK, args=[event])
+    whatsapp_gateway.deliver_event(event)
     return jsonify(success=True)
