@@ -67,17 +67,30 @@ def _booking_fields(event: WebhookEvent) -> dict[str, Any]:
     return data
 
 
-def apply_booking(event: WebhookEvent) -> dict[str, Any] | None:
-    """Create, update or cancel the mirrored booking; the pushed event data, or None if stale."""
+_STALE = object()
+
+
+def _merge_into(model: Any, id_column: str, event: WebhookEvent, fields: dict[str, Any]) -> tuple[Any, int, Any]:
+    """Lock (or create) the mirrored row the event names and merge its fields in.
+
+    Returns the row, its YClients id and the event's version, or ``_STALE`` as the version when a
+    newer event was already applied (an older one may only fill fields the row does not have yet).
+    """
     assert event.company_id is not None
     key = record_id(event.type, event.payload or {})
     if key is None:
-        raise Unprocessable(f"{event.type} without a record id")
-    row: Booking = _locked_row(Booking, event.company_id, "record_id", key)
+        raise Unprocessable(f"{event.type} without a {id_column.removesuffix('_id')} id")
+    row = _locked_row(model, event.company_id, id_column, key)
     version = version_of(event)
     newer = _is_newer(row, version, event.id)
-    row.data = _merge(row.data, _booking_fields(event), newer)
-    if not newer:
+    row.data = _merge(row.data, fields, newer)
+    return row, key, version if newer else _STALE
+
+
+def apply_booking(event: WebhookEvent) -> dict[str, Any] | None:
+    """Create, update or cancel the mirrored booking; the pushed event data, or None if stale."""
+    row, key, version = _merge_into(Booking, "record_id", event, _booking_fields(event))
+    if version is _STALE:
         return None
     row.status = "cancelled" if event.type == "booking_cancelled" else "active"
     starts_at = row.data.get("datetime") or row.data.get("date")
@@ -89,15 +102,8 @@ def apply_booking(event: WebhookEvent) -> dict[str, Any] | None:
 
 def apply_client(event: WebhookEvent) -> dict[str, Any] | None:
     """Create or update the mirrored client; the pushed event data, or None if stale."""
-    assert event.company_id is not None
-    key = record_id(event.type, event.payload or {})
-    if key is None:
-        raise Unprocessable(f"{event.type} without a client id")
-    row: Client = _locked_row(Client, event.company_id, "client_id", key)
-    version = version_of(event)
-    newer = _is_newer(row, version, event.id)
-    row.data = _merge(row.data, dict((event.payload or {}).get("data") or {}), newer)
-    if not newer:
+    row, key, version = _merge_into(Client, "client_id", event, dict((event.payload or {}).get("data") or {}))
+    if version is _STALE:
         return None
     name, phone = row.data.get("name"), row.data.get("phone")
     row.name = str(name)[:255] if name is not None else None

@@ -61,13 +61,17 @@ def qr_code(token: str) -> Any:
     return jsonify(success=True, **answer)
 
 
+def _body_phone() -> Any:
+    """The ``phone`` field of a JSON object body, if any (validated by the service)."""
+    body = request.get_json(silent=True)
+    return body.get("phone") if isinstance(body, dict) else None
+
+
 @bp.post("/pairing-code/<token>")
 @public_limit
 def pairing_code(token: str) -> Response:
     """An 8-character pairing code for the phone number in the body (``{"phone"}``)."""
-    company_id = _token_company(token)
-    body = request.get_json(silent=True) or {}
-    answer = whatsapp_codes.obtain_pairing_code(company_id, body.get("phone") if isinstance(body, dict) else None)
+    answer = whatsapp_codes.obtain_pairing_code(_token_company(token), _body_phone())
     return jsonify(success=True, **answer)
 
 
@@ -75,10 +79,7 @@ def pairing_code(token: str) -> Response:
 @public_limit
 def simulate_scan(token: str) -> Response:
     """Simulator only (404 otherwise): the phone scans the QR shown on the page."""
-    company_id = _token_company(token)
-    body = request.get_json(silent=True) or {}
-    phone = body.get("phone") if isinstance(body, dict) else None
-    linked = whatsapp_gateway.simulate_scan(company_id, phone or None)
+    linked = whatsapp_gateway.simulate_scan(_token_company(token), _body_phone() or None)
     return jsonify(success=True, phone="+" + linked)
 
 
