@@ -26,8 +26,7 @@ def process(self: Task, event_id: int) -> str:
 def process_batch(event_ids: list[int]) -> dict[str, int]:
     """Apply the events one web process stored in one commit; failures are retried one by one."""
     outcomes: dict[str, int] = {}
-    for event_id in event_ids:
-        result = processing.process_event(event_id)
+    for event_id, result in processing.process_batch(event_ids).items():
         outcomes[result.status] = outcomes.get(result.status, 0) + 1
         if result.status == EventStatus.FAILED and result.retry_in is not None:
             try:

@@ -211,3 +211,71 @@ def test_rejected_and_processed_events_are_never_claimed(ctx, company_factory, s
                             type="booking_created", payload={"data": {"id": 1}}, status=status)
     db.session.commit()
     assert event_id is not None and processing.process_event(event_id).status == "skipped"
+
+
+def _booking_event(company_id: int, event_type: str, record: int, created_at: str, **data: Any) -> int:
+    payload = {"type": event_type, "created_at": created_at, "data": {"id": record, **data}}
+    return _event(company_id, event_type, payload)
+
+
+def test_a_batch_is_applied_together_and_in_order(ctx, company_factory):
+    made = company_factory()
+    pushed: list[dict] = []
+    unsubscribe = runtime.bus().subscribe(company_channel(made.id), pushed.append)
+    try:
+        ids = [
+            _booking_event(made.id, "booking_updated", 7, "2024-09-16T10:40:00Z", datetime="2024-09-18T12:00:00"),
+            _booking_event(made.id, "booking_created", 7, "2024-09-16T10:30:00Z", datetime="2024-09-17T15:00:00",
+                           comment="first"),
+            _booking_event(made.id, "booking_created", 8, "2024-09-16T10:30:00Z", datetime="2024-09-19T09:00:00"),
+            _event(made.id, "client_created", {"type": "client_created", "data": {"id": 5, "name": "Анна"}}),
+            _event(made.id, "finances_operation.create", {"resource": "finances_operation", "resource_id": 1,
+                                                          "status": "create", "data": {}}, source="yclients"),
+        ]
+        results = processing.process_batch(ids)
+        assert {event_id: r.status for event_id, r in results.items()} == dict.fromkeys(ids, EventStatus.PROCESSED)
+        seven = _booking(made.id, 7)
+        # The older create arrived second: it fills the comment but never moves the newer datetime back.
+        assert (seven.starts_at, seven.data["comment"], seven.last_event_id) == ("2024-09-18T12:00:00", "first", ids[0])
+        assert _booking(made.id, 8).starts_at == "2024-09-19T09:00:00"
+        assert db.session.scalars(select(Client.name)).all() == ["Анна"]
+        assert {(e.status, e.attempts) for e in map(_row, ids)} == {(EventStatus.PROCESSED, 1)}
+        assert wait_until(lambda: len(pushed) == 3)  # the stale create is not pushed
+        assert processing.process_batch(ids) == dict.fromkeys(ids, processing.Result("skipped"))
+    finally:
+        unsubscribe()
+
+
+def test_one_bad_event_does_not_hold_back_its_batch(ctx, company_factory):
+    made = company_factory()
+    good = _booking_event(made.id, "booking_created", 1, "2024-09-16T10:30:00Z")
+    bad = _event(made.id, "booking_created", {"type": "booking_created", "data": {"client_id": 1}})
+    done = _event(made.id, "booking_created", {"type": "booking_created", "data": {"id": 2}})
+    assert processing.process_event(done).status == EventStatus.PROCESSED
+    results = processing.process_batch([good, bad, done])
+    assert {k: v.status for k, v in results.items()} == {good: EventStatus.PROCESSED, bad: EventStatus.DEAD,
+                                                         done: "skipped"}
+    assert _booking(made.id, 1).status == "active"
+    assert "without a record id" in (_row(bad).last_error or "")
+
+
+def test_a_batch_that_loses_a_claim_runs_one_by_one(ctx, company_factory, monkeypatch):
+    made = company_factory()
+    ids = [_booking_event(made.id, "booking_created", n, "2024-09-16T10:30:00Z") for n in (1, 2)]
+    claim_many = processing.claim_many
+
+    def claimed_then_taken_over(event_ids: list[int]) -> dict[int, int]:
+        claims = claim_many(event_ids)
+        # Another run takes the first event over (as after an expired lease) before this one commits.
+        db.session.execute(EVENTS_UPDATE.where(WebhookEvent.id == ids[0]).values(attempts=WebhookEvent.attempts + 1))
+        db.session.commit()
+        return claims
+
+    monkeypatch.setattr(processing, "claim_many", claimed_then_taken_over)
+    results = processing.process_batch(ids)
+    assert {k: v.status for k, v in results.items()} == {ids[0]: "skipped", ids[1]: EventStatus.PROCESSED}
+    assert _row(ids[0]).status == EventStatus.PROCESSING  # left to the run that owns it
+    assert db.session.scalars(select(Booking.record_id)).all() == [2]
+
+
+EVENTS_UPDATE = WebhookEvent.__table__.update()

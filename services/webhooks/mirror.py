@@ -6,24 +6,38 @@ the time we received it — and the inbox id breaks ties. An event changes a mir
 its ``(version, event id)`` is newer than the row's ``(version_at, last_event_id)``; an older event
 may only fill fields the row does not have yet, never overwrite one. Replaying the same event is
 therefore a no-op. The appointment ``datetime`` is not a version: an update may move it earlier.
-Rows are locked (``SELECT … FOR UPDATE``) so two workers never interleave on one record.
+Rows are locked (``SELECT … FOR UPDATE``) so two workers never interleave on one record; a batch
+locks all its rows at once, in key order, so two batches never deadlock on each other.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Booking, Client, WebhookEvent, db
-from services.webhooks.parsing import event_time, record_id
+from services.webhooks.parsing import BOOKING_TYPES, CLIENT_TYPES, event_time, record_id
 
 
 class Unprocessable(ValueError):
     """The event can never be applied (retrying cannot help)."""
+
+
+# Mirror rows locked by this transaction, by (model, company id, YClients id).
+LockedRows = dict[tuple[type[Any], int, int], Any]
+
+
+def _target(event: WebhookEvent) -> tuple[type[Booking] | type[Client], str] | None:
+    if event.type in BOOKING_TYPES:
+        return Booking, "record_id"
+    if event.type in CLIENT_TYPES:
+        return Client, "client_id"
+    return None
 
 
 def version_of(event: WebhookEvent) -> datetime:
@@ -43,6 +57,35 @@ def _locked_row(model: type[Booking] | type[Client], company_id: int, key_column
     column = getattr(model, key_column)
     query = select(model).where(model.company_id == company_id, column == key).with_for_update()
     return db.session.scalars(query.execution_options(populate_existing=True)).one()
+
+
+def lock_rows(events: Iterable[WebhookEvent]) -> LockedRows:
+    """Create the mirror rows the events name and lock them all: per kind one INSERT of the missing
+    ones and one ``SELECT … FOR UPDATE`` in key order (events without a usable id are left out)."""
+    wanted: dict[tuple[type[Any], str], set[tuple[int, int]]] = {}
+    for event in events:
+        target = _target(event)
+        key = record_id(event.type, event.payload or {})
+        if target is not None and key is not None and event.company_id is not None:
+            wanted.setdefault(target, set()).add((event.company_id, key))
+    locked: LockedRows = {}
+    dialect = db.session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    for (model, key_column), keys in wanted.items():
+        ordered = sorted(keys)
+        db.session.execute(
+            insert(cast(Table, model.__table__))
+            .values([{"company_id": company_id, key_column: key} for company_id, key in ordered])
+            .on_conflict_do_nothing(index_elements=["company_id", key_column])
+        )
+        column = getattr(model, key_column)
+        query = (
+            select(model).where(tuple_(model.company_id, column).in_(ordered))
+            .order_by(model.company_id, column).with_for_update()
+        )
+        for row in db.session.scalars(query.execution_options(populate_existing=True)):
+            locked[(model, row.company_id, getattr(row, key_column))] = row
+    return locked
 
 
 def _is_newer(row: Booking | Client, version: datetime, event_id: int) -> bool:
@@ -70,7 +113,9 @@ def _booking_fields(event: WebhookEvent) -> dict[str, Any]:
 _STALE = object()
 
 
-def _merge_into(model: Any, id_column: str, event: WebhookEvent, fields: dict[str, Any]) -> tuple[Any, int, Any]:
+def _merge_into(
+    model: Any, id_column: str, event: WebhookEvent, fields: dict[str, Any], rows: LockedRows
+) -> tuple[Any, int, Any]:
     """Lock (or create) the mirrored row the event names and merge its fields in.
 
     Returns the row, its YClients id and the event's version, or ``_STALE`` as the version when a
@@ -80,16 +125,16 @@ def _merge_into(model: Any, id_column: str, event: WebhookEvent, fields: dict[st
     key = record_id(event.type, event.payload or {})
     if key is None:
         raise Unprocessable(f"{event.type} without a {id_column.removesuffix('_id')} id")
-    row = _locked_row(model, event.company_id, id_column, key)
+    row = rows.get((model, event.company_id, key)) or _locked_row(model, event.company_id, id_column, key)
     version = version_of(event)
     newer = _is_newer(row, version, event.id)
     row.data = _merge(row.data, fields, newer)
     return row, key, version if newer else _STALE
 
 
-def apply_booking(event: WebhookEvent) -> dict[str, Any] | None:
+def apply_booking(event: WebhookEvent, rows: LockedRows | None = None) -> dict[str, Any] | None:
     """Create, update or cancel the mirrored booking; the pushed event data, or None if stale."""
-    row, key, version = _merge_into(Booking, "record_id", event, _booking_fields(event))
+    row, key, version = _merge_into(Booking, "record_id", event, _booking_fields(event), rows or {})
     if version is _STALE:
         return None
     row.status = "cancelled" if event.type == "booking_cancelled" else "active"
@@ -100,9 +145,10 @@ def apply_booking(event: WebhookEvent) -> dict[str, Any] | None:
     return {"record_id": key, "status": row.status, "datetime": row.starts_at, "event_id": event.id}
 
 
-def apply_client(event: WebhookEvent) -> dict[str, Any] | None:
+def apply_client(event: WebhookEvent, rows: LockedRows | None = None) -> dict[str, Any] | None:
     """Create or update the mirrored client; the pushed event data, or None if stale."""
-    row, key, version = _merge_into(Client, "client_id", event, dict((event.payload or {}).get("data") or {}))
+    data = dict((event.payload or {}).get("data") or {})
+    row, key, version = _merge_into(Client, "client_id", event, data, rows or {})
     if version is _STALE:
         return None
     name, phone = row.data.get("name"), row.data.get("phone")

@@ -1,10 +1,16 @@
-"""Processing one inbox event: claim it, apply it, record the outcome (retry schedule, dead letter).
+"""Processing inbox events: claim them, apply them, record the outcome (retry schedule, dead letter).
 
 The claim is one conditional UPDATE (``received``/``failed``, or ``processing`` whose lease ran
 out → ``processing``, attempts + 1, lease until ``next_attempt_at``), committed before any work,
 so two workers never both apply an event and a worker killed mid-task leaves an event the sweep can
 hand to another worker once the lease expires. The work and the ``processed`` mark commit together,
 and only while the claim is still ours.
+
+A batch (the events one web process stored together) is claimed with one UPDATE and applied in one
+transaction: its mirror rows locked at once in key order, one UPDATE marking every event processed,
+one COMMIT. If anything in that shared transaction fails — one bad event, a lost claim — it is
+rolled back and each claimed event runs in a transaction of its own, exactly as a single event does,
+so one failure never holds back the others.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, update
+from sqlalchemy import and_, or_, select, tuple_, update
 
 from models import EventStatus, WebhookEvent, db, utcnow
 from services import runtime
@@ -50,36 +56,62 @@ def backoff(attempt: int) -> float:
     return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
-def claim(event_id: int) -> int | None:
-    """Take the event for this run; its attempt number, or None if another run owns or finished it."""
+class LostClaim(RuntimeError):
+    """An event of the batch was taken over by another run (its lease ran out) before the commit."""
+
+
+def claim_many(event_ids: list[int]) -> dict[int, int]:
+    """Take the events for this run: their attempt numbers by id (those another run owns or
+    finished are left out)."""
+    if not event_ids:
+        return {}
     now = utcnow()
     lease = timedelta(seconds=runtime.settings().webhook_processing_timeout_seconds)
     table = EVENTS.c
     result = db.session.execute(
         update(EVENTS)
         .where(
-            table.id == event_id,
+            table.id.in_(event_ids),
             or_(
                 table.status.in_((EventStatus.RECEIVED, EventStatus.FAILED)),
                 and_(table.status == EventStatus.PROCESSING, table.next_attempt_at < now),
             ),
         )
         .values(status=EventStatus.PROCESSING, attempts=table.attempts + 1, next_attempt_at=now + lease)
-        .returning(table.attempts)
+        .returning(table.id, table.attempts)
     )
-    attempt = result.scalar()
+    claims = {row.id: row.attempts for row in result}
     db.session.commit()
-    return attempt
+    return claims
 
 
-def _handler(event_type: str) -> Callable[[WebhookEvent], dict[str, Any] | None] | None:
+def claim(event_id: int) -> int | None:
+    """Take the event for this run; its attempt number, or None if another run owns or finished it."""
+    return claim_many([event_id]).get(event_id)
+
+
+Handler = Callable[[WebhookEvent, mirror.LockedRows], dict[str, Any] | None]
+
+
+def _handler(event_type: str) -> Handler | None:
     if event_type in BOOKING_TYPES:
         return mirror.apply_booking
     if event_type in CLIENT_TYPES:
         return mirror.apply_client
     if event_type in lifecycle.EVENT_TYPES:
-        return lifecycle.apply
+        return lambda event, _rows: lifecycle.apply(event)
     return None  # stored and marked processed, nothing to mirror (finances_operation.* …)
+
+
+def _run_handler(event: WebhookEvent, rows: mirror.LockedRows) -> None:
+    handler = _handler(event.type)
+    pushed = handler(event, rows) if handler is not None and event.company_id is not None else None
+    if pushed is not None and event.type in PUSHED_EVENT:
+        publish_after_commit(event.company_id, PUSHED_EVENT[event.type], pushed)  # type: ignore[arg-type]
+
+
+def _done() -> dict[str, Any]:
+    return dict(status=EventStatus.PROCESSED, processed_at=utcnow(), next_attempt_at=None, last_error=None)
 
 
 def _finish(event_id: int, attempt: int, **values: Any) -> bool:
@@ -96,16 +128,32 @@ def _finish(event_id: int, attempt: int, **values: Any) -> bool:
 def _apply(event_id: int, attempt: int) -> bool:
     event = db.session.get(WebhookEvent, event_id, populate_existing=True)
     assert event is not None
-    handler = _handler(event.type)
-    pushed = handler(event) if handler is not None and event.company_id is not None else None
-    if pushed is not None and event.type in PUSHED_EVENT:
-        publish_after_commit(event.company_id, PUSHED_EVENT[event.type], pushed)  # type: ignore[arg-type]
-    done = dict(status=EventStatus.PROCESSED, processed_at=utcnow(), next_attempt_at=None, last_error=None)
-    if not _finish(event_id, attempt, **done):
+    _run_handler(event, {})
+    if not _finish(event_id, attempt, **_done()):
         db.session.rollback()
         return False
     db.session.commit()
     return True
+
+
+def _apply_together(claims: dict[int, int]) -> None:
+    """Apply every claimed event in one transaction, or raise (and leave it to the caller to roll back)."""
+    events = db.session.scalars(
+        select(WebhookEvent).where(WebhookEvent.id.in_(claims)).order_by(WebhookEvent.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    rows = mirror.lock_rows([event for event in events if event.type in BOOKING_TYPES + CLIENT_TYPES])
+    for event in events:
+        _run_handler(event, rows)
+    table = EVENTS.c
+    result = db.session.execute(
+        update(EVENTS)
+        .where(tuple_(table.id, table.attempts).in_(list(claims.items())), table.status == EventStatus.PROCESSING)
+        .values(**_done())
+    )
+    if result.rowcount != len(claims):  # type: ignore[attr-defined]
+        raise LostClaim(f"{len(claims) - result.rowcount} of {len(claims)} claims lost")  # type: ignore[attr-defined]
+    db.session.commit()
 
 
 def _record_failure(event_id: int, attempt: int, error: str, permanent: bool) -> Result:
@@ -130,6 +178,26 @@ def process_event(event_id: int) -> Result:
     attempt = claim(event_id)
     if attempt is None:
         return Result("skipped")
+    return _run_claimed(event_id, attempt)
+
+
+def process_batch(event_ids: list[int]) -> dict[int, Result]:
+    """Run events together (safe to call any number of times, from any number of workers); the
+    outcome of each event this run claimed."""
+    claims = claim_many(event_ids)
+    results = {event_id: Result("skipped") for event_id in event_ids if event_id not in claims}
+    if not claims:
+        return results
+    try:
+        _apply_together(claims)
+    except Exception as exc:
+        db.session.rollback()
+        log.info("batch of %s webhook events is run one by one (%s: %s)", len(claims), type(exc).__name__, exc)
+        return results | {event_id: _run_claimed(event_id, attempt) for event_id, attempt in claims.items()}
+    return results | {event_id: Result(EventStatus.PROCESSED) for event_id in claims}
+
+
+def _run_claimed(event_id: int, attempt: int) -> Result:
     try:
         applied = _apply(event_id, attempt)
     except Exception as exc:
