@@ -16,6 +16,8 @@ def config_for(settings: Settings) -> dict[str, Any]:
     prefix = f"{settings.redis_namespace}:"
     return {
         "broker_url": settings.redis_url,
+        # kombu's Redis transport, minus a client object built per message (services/broker.py).
+        "broker_transport": "services.broker:Transport",
         "result_backend": settings.redis_url,
         # Keys of this deployment stay apart from others sharing the Redis server.
         "broker_transport_options": {
