@@ -120,3 +120,21 @@ def test_switching_limits_off_is_per_app(app, limited_app, ctx):
     for _ in range(5):
         response = client.post("/marketplace/register", json={})
         assert response.status_code == 400 and "X-RateLimit-Limit" not in response.headers
+
+
+def test_unlimited_views_skip_the_limiter_before_it_resolves_limits(limited_app, ctx, company_factory, monkeypatch):
+    from web.extensions import limiter
+
+    resolved: list[str | None] = []
+    resolve = limiter.limit_manager.resolve_limits
+    monkeypatch.setattr(limiter.limit_manager, "resolve_limits",
+                        lambda app, endpoint, *rest: resolved.append(endpoint) or resolve(app, endpoint, *rest))
+    made = company_factory()
+    url = urlsplit(made.webhook_url)
+    client = limited_app.test_client()
+    delivery = {"type": "booking_created", "data": {"id": 1}}
+    assert client.post(f"{url.path}?{url.query}", json=delivery).status_code == 200
+    assert client.post("/marketplace/webhook/yclients", json={}).status_code in (200, 401)
+    assert resolved == []
+    client.post("/marketplace/register", json={})
+    assert resolved and set(resolved) == {"marketplace.register"}

@@ -145,6 +145,8 @@ GARBAGE = [
     (b'{"type": "booking_created", "data": {"client_id": 1}}', "booking_created without an integer id"),
     (b'{"type": "booking_created", "data": {"id": 1, "x": "a\\u0000b"}}', "NUL character"),
     (b'{"type": "booking_created", "data": {"id": 1, "x": "\\ud800"}}', "invalid Unicode"),
+    (b'{"type": "booking_created", "data": {"id": 1, "x": "\\uDBFF"}}', "invalid Unicode"),
+    ('{"type": "booking_created", "data": {"id": 1, "x": "a\\u0000b"}}'.encode("utf-16"), "NUL character"),
     (b'{"type": "booking_created", "data": {"id": NaN}}', "NaN is not a number"),
     (b'{"type": "booking_created", "data": {"id": 1, "v": 1e999}}', "number out of range"),
     (b"[" * 100_000, "malformed JSON"),
@@ -160,6 +162,16 @@ def test_garbage_bodies_are_acknowledged_and_rejected(client, company_factory, b
     [event] = _events()
     assert event.status == EventStatus.REJECTED and reason in (event.reject_reason or "")
     assert event.attempts == 0 and event.processed_at is None
+
+
+def test_escapes_that_are_not_nul_or_lone_surrogates_are_accepted(client, company_factory):
+    made = company_factory()
+    body = b'{"type": "booking_created", "data": {"id": 7, "x": "\\u00e9\\ud83d\\ude00\\\\u0000"}}'
+    response = client.post(_path(made), data=body, content_type="application/json")
+    assert response.status_code == 200
+    [event] = _events()
+    assert event.status == EventStatus.RECEIVED
+    assert event.payload["data"]["x"] == "\u00e9\U0001f600\\u0000"
 
 
 def test_oversized_body_is_rejected_without_being_stored(quiet_app, company_factory):

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 
 from services import runtime
@@ -34,10 +36,26 @@ def _credential_identity() -> str:
     return "ip:" + client_ip()
 
 
+View = TypeVar("View", bound=Callable[..., Any])
+
+
 @limiter.request_filter
 def _limits_switched_off() -> bool:
     # One Limiter serves every app of the process; the switch is read from the current app.
     return not runtime.settings().ratelimit_enabled
+
+
+def unlimited(view: View) -> View:
+    """Never rate limited, and skipped by the limiter before it resolves any limit (its per-request
+    work is a noticeable share of a webhook acknowledgement)."""
+    view.unlimited = True  # type: ignore[attr-defined]
+    limiter.exempt(view)
+    return view
+
+
+@limiter.request_filter
+def _unlimited_view() -> bool:
+    return getattr(current_app.view_functions.get(request.endpoint or ""), "unlimited", False)
 
 
 public_limit = limiter.shared_limit(lambda: runtime.settings().ratelimit_public, scope="public", key_func=client_ip)

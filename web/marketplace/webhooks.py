@@ -18,7 +18,7 @@ from services import runtime
 from services.webhooks import lifecycle
 from services.webhooks.writer import InboxWriter
 from web.errors import error_response
-from web.extensions import limiter
+from web.limits import unlimited
 from web.marketplace import bp
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _request_id() -> str | None:
 
 
 @bp.post("/webhook/<int:company_id>")
-@limiter.exempt
+@unlimited
 def company_webhook(company_id: int) -> Response:
     """Store one YClients delivery for ``company_id`` and acknowledge it at once."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
@@ -62,7 +62,7 @@ def company_webhook(company_id: int) -> Response:
 
 
 @bp.post("/webhook/yclients")
-@limiter.exempt
+@unlimited
 def lifecycle_webhook() -> Response | tuple[Response, int]:
     """Store one marketplace lifecycle delivery (uninstall, freeze)."""
     received = lifecycle.receive(read_body(), _request_id())
