@@ -90,20 +90,28 @@ def reconnect(company_id: int, attempt: int) -> str:
     return "failed"
 
 
-@shared_task(name="whatsapp.logout")
-def logout(company_id: int) -> str:
-    """Unlink the company's WhatsApp (uninstall): the gateway forgets the credentials."""
-    session = whatsapp.end_session(company_id, "logged_out")
+def _end_session(task: Task, company_id: int, reason: str, action: str) -> str:
+    session = whatsapp.end_session(company_id, reason)
     db.session.commit()
-    return "logged_out" if _gateway_call(company_id, "logout", session) else "failed"
+    if _gateway_call(company_id, action, session):
+        return reason
+    if task.request.retries < (task.max_retries or 0):
+        raise task.retry(countdown=whatsapp.reconnect_delay(task.request.retries + 1))
+    log.error("gateway %s for company %s failed %s times; giving up", action, company_id, task.request.retries + 1)
+    return "failed"
 
 
-@shared_task(name="whatsapp.stop_session")
-def stop_session(company_id: int) -> str:
-    """Stop the company's session, keeping its credentials (freeze)."""
-    session = whatsapp.end_session(company_id, "stopped")
-    db.session.commit()
-    return "stopped" if _gateway_call(company_id, "stop", session) else "failed"
+@shared_task(name="whatsapp.logout", bind=True, max_retries=8)
+def logout(self: Task, company_id: int) -> str:
+    """Unlink the company's WhatsApp (uninstall): the gateway forgets the credentials; a gateway
+    failure is retried with backoff (a linked phone left behind after an uninstall is a leak)."""
+    return _end_session(self, company_id, "logged_out", "logout")
+
+
+@shared_task(name="whatsapp.stop_session", bind=True, max_retries=8)
+def stop_session(self: Task, company_id: int) -> str:
+    """Stop the company's session, keeping its credentials (freeze); gateway failures are retried."""
+    return _end_session(self, company_id, "stopped", "stop")
 
 
 @shared_task(name="whatsapp.simulator_rotate_qr", acks_late=True)

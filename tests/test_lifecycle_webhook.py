@@ -12,11 +12,13 @@ import redis
 from flask import Flask
 from sqlalchemy import select, update
 
+from integrations.whatsapp import GatewayError
 from models import Company, CompanyEvent, EventStatus, IntegrationStatus, WebhookEvent, db, utcnow
-from services import api_keys, webhook_secrets
+from services import api_keys, webhook_secrets, whatsapp
 from services.webhooks import processing
 from services.webhooks.parsing import digest
-from tests.support import Backends
+from tasks.whatsapp import logout, stop_session
+from tests.support import Backends, free_port
 
 PARTNER_TOKEN = "partner-token-0123456789"
 APPLICATION_ID = 777
@@ -182,3 +184,51 @@ def test_freeze_does_not_revive_an_uninstalled_company(lifecycle_app, company_fa
         _process_all()
         company = db.session.get(Company, made.id, populate_existing=True)
         assert company is not None and company.integration_status == IntegrationStatus.UNINSTALLED
+
+
+def test_uninstall_with_the_broker_down_is_retried_until_the_logout_is_queued(
+    make_app, lifecycle_app, company_factory
+):
+    made = company_factory(status=IntegrationStatus.ACTIVE)
+    with lifecycle_app.test_client() as c:
+        assert c.post("/marketplace/webhook/yclients", json=_body(made.salon_id, "uninstall")).status_code == 200
+    down = make_app(redis_url=f"redis://127.0.0.1:{free_port()}/0", yclients_partner_token=PARTNER_TOKEN,
+                    yclients_application_id=APPLICATION_ID)
+    with down.app_context():
+        [event] = _events()
+        event_id = event.id
+        assert processing.process_event(event_id).status == EventStatus.FAILED
+        company = db.session.get(Company, made.id, populate_existing=True)
+        # Nothing half-done: the company keeps its status, keys and secret until the logout is queued.
+        assert company is not None and company.integration_status == IntegrationStatus.ACTIVE
+        assert api_keys.authenticate(made.api_key) is not None
+    with lifecycle_app.app_context():
+        db.session.execute(update(WebhookEvent).where(WebhookEvent.id == event_id)
+                           .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        assert processing.process_event(event_id).status == EventStatus.PROCESSED
+        company = db.session.get(Company, made.id, populate_existing=True)
+        assert company is not None and company.integration_status == IntegrationStatus.UNINSTALLED
+        assert ("whatsapp.logout", [made.id]) in _queued_tasks(lifecycle_app)
+
+
+@pytest.mark.parametrize(("task", "action", "outcome"), [(logout, "logout", "logged_out"),
+                                                          (stop_session, "stop", "stopped")])
+def test_session_end_is_retried_while_the_gateway_fails(ctx, company_factory, monkeypatch, task, action, outcome):
+    made = company_factory(status=IntegrationStatus.ACTIVE)
+    calls: list[tuple[str, str]] = []
+
+    def flaky(called: str, session: str) -> None:
+        calls.append((called, session))
+        if len(calls) < 3:
+            raise GatewayError("gateway unavailable")
+
+    monkeypatch.setattr(whatsapp, "end_session", lambda company_id, reason: f"company-{company_id}")
+    monkeypatch.setattr(whatsapp, "call_gateway", flaky)
+    monkeypatch.setattr(whatsapp, "reconnect_delay", lambda attempt: 0)
+    assert task.apply(args=[made.id]).get() == outcome
+    assert calls == [(action, f"company-{made.id}")] * 3
+    calls.clear()
+    monkeypatch.setattr(task, "max_retries", 1)
+    assert task.apply(args=[made.id]).get() == "failed"
+    assert len(calls) == 2

@@ -20,7 +20,6 @@ from sqlalchemy import select
 
 from models import Company, EventSource, IntegrationStatus, WebhookEvent, db, utcnow
 from services import api_keys, company_events, runtime, webhook_secrets
-from services.transactions import on_commit
 from services.webhooks.ingest import Received, rejected_values, store
 from services.webhooks.parsing import Malformed, digest, excerpt, load_json_object
 
@@ -84,9 +83,11 @@ def receive(body: bytes | None, request_id: str | None = None) -> Received:
     return store(values, enqueue_after=True)
 
 
-def _send_after_commit(task: str, company_id: int) -> None:
-    celery = runtime.celery()
-    on_commit(lambda: celery.send_task(task, args=[company_id], retry=False, ignore_result=True))
+def _send_session_task(task: str, company_id: int) -> None:
+    """Enqueue the gateway call before the change commits: with the broker down this raises, the
+    change rolls back and the event is retried, so an uninstall never leaves WhatsApp linked. (A
+    task sent for a change that then fails to commit is harmless: ending a session is idempotent.)"""
+    runtime.celery().send_task(task, args=[company_id], retry=False, ignore_result=True)
 
 
 def apply(event: WebhookEvent) -> dict[str, Any] | None:
@@ -109,6 +110,6 @@ def apply(event: WebhookEvent) -> dict[str, Any] | None:
         kind = "frozen"
     company_events.record(company.id, kind, **data)
     company_events.publish_after_commit(company.id, f"company.{kind}", {"companyId": company.id, "status": kind})
-    _send_after_commit(SESSION_TASK[event.type], company.id)
+    _send_session_task(SESSION_TASK[event.type], company.id)
     log.info("company %s %s by the marketplace", company.id, kind)
     return data
