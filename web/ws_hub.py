@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import struct
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +19,10 @@ from simple_websocket import ConnectionClosed, Server
 from services.pubsub import EventBus, Message, company_channel
 
 log = logging.getLogger(__name__)
+
+# A client that stops reading fills its socket buffer; a send then gives up after this long (and the
+# socket is shut down) instead of holding the process's one event-bus thread for every other socket.
+SEND_TIMEOUT_SECONDS = 5.0
 
 
 class SocketSlots:
@@ -50,6 +56,10 @@ class SocketConnection:
         self._unsubscribe: Callable[[], None] | None = None
         self.company_id: int | None = None
         self.open = True
+        seconds, fraction = divmod(SEND_TIMEOUT_SECONDS, 1)
+        # SO_SNDTIMEO bounds each send() only; reads (simple-websocket's own thread) are unaffected.
+        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                           struct.pack("@ll", int(seconds), int(fraction * 1_000_000)))
 
     def send(self, event: str, data: dict[str, Any]) -> None:
         """Send ``{"event", "data"}``; a failed send marks the connection closed."""
@@ -59,8 +69,18 @@ class SocketConnection:
                 return
             try:
                 self._ws.send(frame)
-            except (ConnectionClosed, OSError):
+            except (ConnectionClosed, OSError) as exc:
                 self.open = False
+                if not isinstance(exc, ConnectionClosed):
+                    log.info("a WebSocket send failed (%s); closing the socket", exc)
+                    self._shut_down()
+
+    def _shut_down(self) -> None:
+        # The reader thread sees EOF, so the handler's receive() ends and the client reconnects.
+        try:
+            self._ws.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     def watch(self, company_id: int) -> None:
         """Receive this company's events (and no other company's) from now on."""
