@@ -36,8 +36,11 @@ lint: $(DEV_STAMP)
 types: $(DEV_STAMP)
 	$(PY) -m mypy
 
+# Benchmarks drive the service with wrk (Debian's package), against the PostgreSQL and Redis on 127.0.0.1.
 bench: $(DEV_STAMP)
-	$(PY) -m bench.webhooks
+	@command -v wrk >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
+	$(PY) -m bench.webhooks $(ARGS)
 
 clean:
 	rm -rf $(VENV) var
