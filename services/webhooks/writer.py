@@ -2,11 +2,12 @@
 
 A request thread hands its delivery to the process's writer thread and waits for the commit, so a
 delivery is acknowledged only once it is durable. The writer takes whatever has queued up while the
-previous batch was committing (one delivery when idle, dozens under load), then makes three round
-trips for the whole batch: one SELECT of the companies named, one multi-row ``INSERT … ON CONFLICT
-(dedupe_key) DO NOTHING RETURNING id, dedupe_key``, one COMMIT; and one ``webhooks.process_batch``
-message for the accepted events. If the batch statement fails (a row the database refuses), the
-batch is written again one delivery at a time so one bad delivery cannot take the others with it.
+previous batch was committing (one delivery when idle, dozens under load), then makes two round
+trips for the whole batch on its autocommit connection: one SELECT of the companies named and one
+multi-row ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key, id``, committed as
+it runs. A second thread sends one ``webhooks.process_batch`` message for the events the batches of
+the last 50 ms accepted. If the batch statement fails (a row the database refuses), the batch is
+written again one delivery at a time so one bad delivery cannot take the others with it.
 """
 
 from __future__ import annotations
