@@ -429,7 +429,7 @@ How the path is built: a request thread reads the body and hands it to its proce
 which stores whatever has queued up as one batch — one SELECT of the companies named and one
 multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`, both straight through psycopg2 on an
 autocommit connection it keeps — and then wakes the waiting requests; a second thread sends one
-`webhooks.process_batch` message for the batches of the last 50 ms, and the worker claims, applies
+`webhooks.process_batch` message for the batches of the last 200 ms, and the worker claims, applies
 and marks a whole batch processed in one transaction.
 
 What the figures say:
