@@ -7,12 +7,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select, text
 
 from models import Booking, Client, EventStatus, WebhookEvent, db, utcnow
 from services import runtime
 from services.pubsub import company_channel
-from services.webhooks import processing
+from services.webhooks import mirror, processing
 from services.webhooks.ingest import insert_event
 from tests.support import wait_until
 
@@ -279,3 +280,28 @@ def test_a_batch_that_loses_a_claim_runs_one_by_one(ctx, company_factory, monkey
 
 
 EVENTS_UPDATE = WebhookEvent.__table__.update()
+
+
+def test_a_batch_locks_its_rows_in_key_order_whatever_the_event_order(ctx, company_factory):
+    """Two batches naming the same records lock them in the same order, so they cannot deadlock."""
+    made = company_factory()
+    ids = [_booking_event(made.id, "booking_created", record, "2024-09-16T10:30:00Z") for record in (30, 10, 20)]
+    events = db.session.scalars(select(WebhookEvent).where(WebhookEvent.id.in_(ids))).all()
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        statements.append((statement, parameters))
+
+    assert db.engine is not None
+    sqlalchemy_event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        rows = mirror.lock_rows(reversed(events))
+    finally:
+        sqlalchemy_event.remove(db.engine, "before_cursor_execute", record)
+    assert [key for _model, _company, key in rows] == [10, 20, 30]
+    insert = next(params for sql, params in statements if sql.lstrip().upper().startswith("INSERT"))
+    values = list(insert.values()) if isinstance(insert, dict) else list(insert)
+    assert [v for v in values if v in (10, 20, 30)] == [10, 20, 30]
+    lock = next(sql for sql, _ in statements if "FOR UPDATE" in sql.upper() or "SELECT" in sql.upper())
+    assert "ORDER BY" in lock.upper()
+    db.session.rollback()
