@@ -17,8 +17,8 @@ from sqlalchemy import select, text
 
 from models import Booking, EventStatus, WebhookEvent, db
 from services.webhooks import admin
-from services.webhooks.ingest import receive
 from tests.support import ServiceProcess, free_port, wait_until
+from web.marketplace.webhooks import inbox_writer
 
 
 def _post(base: str, path: str, body: bytes, headers: dict[str, str] | None = None,
@@ -170,7 +170,8 @@ def test_worker_killed_mid_task_then_the_event_is_processed_after_restart(
     crashing = worker_factory(concurrency=1, WEBHOOK_PROCESSING_TIMEOUT_SECONDS="2")
     with _only_consumer(app, crashing):
         with _bookings_locked():
-            received = receive(made.id, made.webhook_secret, _created(404, datetime="2024-09-17T15:00:00"))
+            received = inbox_writer(app).submit(made.id, made.webhook_secret,
+                                                _created(404, datetime="2024-09-17T15:00:00"), None)
             assert received.outcome == "accepted" and received.event_id is not None
             event_id = received.event_id
             # Claimed, then stuck on the lock in the middle of the task.

@@ -1,9 +1,10 @@
-"""The hot path: authenticate a delivery, store it in the inbox once, enqueue its processing.
+"""Storing one delivery in the inbox: the lifecycle webhook's path, and the inbox writer's fallback.
 
-Nothing slow or external runs here. The insert is ``ON CONFLICT (dedupe_key) DO NOTHING RETURNING
-id`` (one round trip; no id back means a duplicate). The enqueue happens after the commit and fails
-fast: if the broker is down the event stays ``received`` and ``webhooks.sweep`` enqueues it later.
-A failure to store is logged and counted, never raised: the sender always gets its 200.
+(Company webhooks are stored in batches by ``services.webhooks.writer``.) Nothing slow or external
+runs here. The insert is ``ON CONFLICT (dedupe_key) DO NOTHING RETURNING id`` (one round trip; no
+id back means a duplicate). The enqueue happens after the commit and fails fast: if the broker is
+down the event stays ``received`` and ``webhooks.sweep`` enqueues it later. A failure to store is
+logged and counted, never raised: the sender always gets its 200.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import Any
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from models import Company, EventSource, EventStatus, db, utcnow
-from services import runtime, webhook_secrets
+from models import EventStatus, db, utcnow
+from services import runtime
 from services.metrics import WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
-from services.webhooks.parsing import Malformed, excerpt, parse_delivery
 
 log = logging.getLogger(__name__)
 
@@ -108,46 +108,3 @@ def store(values: dict[str, Any], *, enqueue_after: bool) -> Received:
             enqueue(event_id)
     WEBHOOKS_RECEIVED.labels(values["source"], outcome).inc()
     return Received(outcome, event_id, values.get("reject_reason"))
-
-
-def _company(company_id: int) -> Company | None:
-    if not 0 < company_id <= MAX_DB_INT:
-        return None
-    return db.session.get(Company, company_id)
-
-
-def receive(
-    company_id: int, presented_secret: str | None, body: bytes | None, request_id: str | None = None
-) -> Received:
-    """Ingest one data-webhook delivery; ``body`` None means it was too large to read."""
-    try:
-        company = _company(company_id)
-    except Exception:
-        db.session.rollback()
-        log.exception("company lookup failed for a webhook delivery")
-        WEBHOOKS_RECEIVED.labels(EventSource.YCLIENTS, Outcome.STORE_FAILED).inc()
-        return Received(Outcome.STORE_FAILED)
-
-    def reject(reason: str, owner: int | None) -> Received:
-        payload = {"url_company_id": company_id, **({"excerpt": excerpt(body)} if body is not None else {})}
-        return store(rejected_values(owner, EventSource.YCLIENTS, reason, payload, request_id), enqueue_after=False)
-
-    if company is None:
-        return reject("unknown company", None)
-    if not webhook_secrets.verify_webhook_secret(company, presented_secret):
-        return reject("invalid webhook secret", company.id)
-    if body is None:
-        return reject("body too large", company.id)
-    try:
-        delivery = parse_delivery(company.id, company.salon_id, body)
-    except Malformed as exc:
-        return reject(str(exc), company.id)
-    values = {
-        "company_id": company.id,
-        "source": delivery.source,
-        "dedupe_key": delivery.dedupe_key,
-        "type": delivery.type,
-        "payload": delivery.payload,
-        "request_id": request_id,
-    }
-    return store(values, enqueue_after=True)
