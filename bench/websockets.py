@@ -5,7 +5,9 @@ and a Redis namespace of its own, opens authenticated idle sockets in steps, and
 measures: HTTP latency of a cheap endpoint (p50/p95/max of sequential requests), the time for one
 published event to reach every open socket, and the process's RSS and thread count.
 
-    .venv/bin/python -m bench.websockets --threads 64 256 1024 --steps 50 200 500 1000
+    .venv/bin/python -m bench.websockets --threads 64 256 1024 --steps 50 200 500 1000 [--write]
+
+``--write`` replaces the table of the "WebSockets" section of docs/BENCHMARKS.md (its prose stays).
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,9 @@ from pathlib import Path
 import redis
 from simple_websocket import Client, ConnectionClosed
 
-ROOT = Path(__file__).resolve().parent.parent
+from bench.harness import ROOT, free_port, stop, wait_http, write_table
+
+HEADING = "## WebSockets: idle sockets per web process"
 ADMIN_KEY = "sk_bench_admin_key_0123456789abcdefghijklmnop"
 
 
@@ -52,12 +55,6 @@ class Socket:
                     self.seen.set()
         except (ConnectionClosed, OSError, ValueError):
             pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _process_stats(pid: int) -> tuple[float, int]:
@@ -135,14 +132,7 @@ def run(threads: int, steps: list[int], redis_url: str, port: int) -> list[dict[
     sockets: list[Socket] = []
     client = redis.Redis.from_url(redis_url)
     try:
-        for _ in range(100):
-            if server.poll() is not None:
-                raise SystemExit(f"gunicorn exited with {server.returncode}")
-            try:
-                urllib.request.urlopen(base + "/marketplace/test", timeout=1).read()
-                break
-            except OSError:
-                time.sleep(0.2)
+        wait_http(base + "/marketplace/test", server, timeout=20)
         url = base.replace("http://", "ws://") + "/marketplace/ws"
         for target in [0, *steps]:
             try:
@@ -172,8 +162,7 @@ def run(threads: int, steps: list[int], redis_url: str, port: int) -> list[dict[
                 sock.ws.close()
             except (ConnectionClosed, OSError):
                 pass
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
+        stop(server)
         for key in client.scan_iter(f"{namespace}:*"):
             client.delete(key)
         client.close()
@@ -187,19 +176,25 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs="+", default=[50, 200, 500, 1000])
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument("--write", action="store_true", help="record the table in docs/BENCHMARKS.md")
     args = parser.parse_args()
     rows: list[dict[str, float]] = []
     for threads in args.threads:
         print(f"gthread, 1 worker, {threads} threads", flush=True)
-        port = args.port or _free_port()
+        port = args.port or free_port()
         rows += run(threads, [s for s in args.steps if s <= threads + 8] or args.steps[:1], args.redis_url, port)
-    print("\n| threads | idle sockets | HTTP p50 / p95 / max (ms) | HTTP failures | fan-out to all (ms) | RSS (MiB) "
-          "| OS threads |")
-    print("|---|---|---|---|---|---|---|")
+    lines = ["| threads | idle sockets | HTTP p50 / p95 / max (ms) | HTTP failures | fan-out to all (ms) | RSS (MiB) "
+             "| OS threads |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        print(f"| {r['threads']} | {r['sockets']} | {r['http_p50_ms']:.1f} / {r['http_p95_ms']:.1f} / "
-              f"{r['http_max_ms']:.1f} | {r['http_failures']} | {r['fanout_ms']:.0f} ({r['fanout_received']}) "
-              f"| {r['rss_mib']:.0f} | {r['os_threads']} |")
+        http = "no answer" if r["http_failures"] >= 3 else (
+            f"{r['http_p50_ms']:.1f} / {r['http_p95_ms']:.1f} / {r['http_max_ms']:.1f}")
+        fanout = f"{r['fanout_ms']:.0f}" if r["sockets"] else "–"
+        lines.append(f"| {r['threads']} | {r['sockets']} | {http} | {r['http_failures']} | {fanout} "
+                     f"| {r['rss_mib']:.0f} | {r['os_threads']} |")
+    table = "\n".join(lines)
+    print("\n" + table)
+    if args.write:
+        write_table(HEADING, table)
     return 0
 
 

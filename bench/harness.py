@@ -1,0 +1,138 @@
+"""What the benchmarks share: the servers they start and stop, the scratch database, /proc readings
+and the sections of docs/BENCHMARKS.md they write."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "BENCHMARKS.md"
+PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Which processes on this machine count as which component (by a marker in their command line).
+COMPONENTS = {"web": b"gunicorn", "worker": b"celery", "postgresql": b"postgres", "redis": b"redis-server"}
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def create_database() -> tuple[str, str]:
+    """A fresh PostgreSQL database: its name and URL."""
+    name = f"ycwa_bench_{uuid.uuid4().hex[:8]}"
+    _admin(f'CREATE DATABASE "{name}"')
+    return name, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(name: str) -> None:
+    """Drop a database made by ``create_database`` (closing its connections)."""
+    _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _admin(sql: str) -> None:
+    conn = psycopg2.connect(PG_ADMIN_URL, connect_timeout=3)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of one read-only query."""
+    conn = psycopg2.connect(database_url.replace("postgresql+psycopg2://", "postgresql://"))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return list(cur.fetchall())
+    finally:
+        conn.close()
+
+
+def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    """Wait until ``url`` answers; raise if ``proc`` exits or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the server for {url} exited during start-up")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Stop a server started in its own session: SIGTERM to its group, SIGKILL after 20 s."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+
+
+def cpu_seconds() -> dict[str, float]:
+    """User + system CPU time so far of every process of each component on this machine."""
+    totals = dict.fromkeys(COMPONENTS, 0.0)
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        for name, marker in COMPONENTS.items():
+            if marker in command:
+                totals[name] += (int(fields[11]) + int(fields[12])) / tick
+                break
+    return totals
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile (nearest rank); NaN for no values."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+
+
+def _section(heading: str) -> re.Pattern[str]:
+    return re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+
+
+def write_section(heading: str, section: str) -> None:
+    """Replace (or append) one benchmark's section of docs/BENCHMARKS.md, leaving the others alone."""
+    text = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
+    if _section(heading).search(text):
+        text = _section(heading).sub(lambda _: section.rstrip() + "\n\n", text, count=1)
+    else:
+        text = text.rstrip() + "\n\n" + section
+    DOC.write_text(text.rstrip() + "\n")
+
+
+def write_table(heading: str, table: str) -> None:
+    """Replace the first Markdown table of one section of docs/BENCHMARKS.md (its prose stays)."""
+    text = DOC.read_text()
+    found = _section(heading).search(text)
+    if found is None:
+        raise SystemExit(f"docs/BENCHMARKS.md has no section {heading!r}")
+    old = re.search(r"^\|.*?(?=^[^|]|\Z)", found.group(0), re.S | re.M)
+    if old is None:
+        raise SystemExit(f"the section {heading!r} has no table")
+    body = found.group(0)
+    updated = body[:old.start()] + table.rstrip() + "\n" + body[old.end():]
+    DOC.write_text(text[:found.start()] + updated + text[found.end():])

@@ -1,0 +1,107 @@
+"""The "Webhook ingestion" section of docs/BENCHMARKS.md, written from ``bench.webhooks`` results."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from typing import Any
+
+HEADING = "## Webhook ingestion"
+
+
+def _ms(us: float) -> str:
+    return f"{us / 1000:.1f} ms"
+
+
+def report(results: dict[str, Any]) -> str:
+    """The results as the markdown section of docs/BENCHMARKS.md."""
+    s, b, a, w, p, v, e, pb = (results[k] for k in ("settings", "bare", "webhook_alone", "webhook", "paced", "verify",
+                                                    "e2e_ms", "paced_bare"))
+    cpu = f"{os.cpu_count()} CPU ({platform.processor() or platform.machine()})"
+
+    def ok(good: bool) -> str:
+        return "met" if good else "**missed**"
+
+    def rate(r: dict[str, Any]) -> str:
+        return f"{r['rps']:.0f} req/s (p50 {_ms(r['p50_us'])}, p99 {_ms(r['p99_us'])})"
+
+    def cpu_ms(r: dict[str, Any]) -> str:
+        used = r["cpu_ms"]
+        return " / ".join(f"{used[name]:.2f}" for name in ("web", "postgresql", "worker"))
+
+    errors = sum(r["socket_errors"] for r in (b, a, w, p, pb))
+    non2xx = sum(r["non2xx"] for r in (b, a, w, p, pb))
+    rows = [
+        ("bare route `POST /bench/bare`", rate(b), ""),
+        ("webhook, worker paused (ingestion alone)", rate(a), ""),
+        ("webhook, worker processing at the same time", rate(w), ""),
+        ("CPU ms per request, web / PostgreSQL / worker: bare", cpu_ms(b), ""),
+        ("… webhook, ingestion alone", cpu_ms(a), ""),
+        ("… webhook, worker processing", cpu_ms(w), ""),
+        ("ratio webhook / bare, ingestion alone", f"{results['ratio_alone']:.2f}",
+         f"≥ 0.75: {ok(results['ratio_alone'] >= 0.75)}"),
+        ("ratio webhook / bare, worker processing", f"{results['ratio']:.2f}",
+         f"≥ 0.75: {ok(results['ratio'] >= 0.75)}"),
+        (f"ack latency at ~half peak ({p['rps']:.0f} req/s achieved, {p['target_rps']:.0f} aimed)",
+         f"p50 {_ms(p['p50_us'])}, p99 {_ms(p['p99_us'])}", f"p99 ≤ 10 ms: {ok(p['p99_us'] <= 10_000)}"),
+        (f"bare route at the same pacing ({pb['rps']:.0f} req/s)", f"p50 {_ms(pb['p50_us'])}, p99 {_ms(pb['p99_us'])}",
+         ""),
+        ("received → processed at that rate", f"p50 {e['p50']:.0f} ms, p99 {e['p99']:.0f} ms", ""),
+        ("acknowledged / stored / processed once",
+         f"{v['acknowledged_at_least']} / {v['stored']} / {v['processed']} (attempts ≠ 1: {v['attempts_not_1']}, "
+         f"store failures: {v['store_failures']})", f"zero lost: {ok(v['ok'] and v['lost'] == 0)}"),
+        ("worker drain after each peak run", ", ".join(f"{d} s" for d in results["drain_s"]), ""),
+    ]
+    table = "\n".join(f"| {m} | {r} | {t} |" for m, r, t in rows)
+    web_factor = a["cpu_ms"]["web"] / max(b["cpu_ms"]["web"], 0.001)
+    steps = results.get("steps")
+    step_text = (
+        "Step by step (`--steps`: the same route stopped after each step, medians of interleaved runs, "
+        f"as a share of the bare route's requests/s): the view without the writer {steps['view']:.2f}, "
+        f"a hand-off to a writer that stores nothing {steps['handoff']:.2f}, parsing and the company "
+        f"SELECT {steps['parse']:.2f}, the whole webhook with its committed INSERT {steps['webhook']:.2f}."
+        if steps else "(`--steps` measures the path step by step.)"
+    )
+    return f"""{HEADING}
+
+`python -m bench.webhooks --write`, {time.strftime('%Y-%m-%d')}: {cpu} shared with other work; PostgreSQL and
+Redis on 127.0.0.1; gunicorn gthread {s['web_workers']} workers × {s['web_threads']} threads; Celery worker
+prefork × {s['worker_concurrency']}; LOG_LEVEL={s['log_level']}; wrk -t{s['threads']} -c{s['connections']}
+-d{s['duration']}s, best of {s['rounds']} interleaved rounds; a new booking id in every request.
+
+| measurement | result | target |
+|---|---|---|
+{table}
+
+Half-peak latency is measured with wrk's Lua `delay()` pacing each connection, with the worker
+processing (closed loop: a slow response delays the next request, so coordinated omission is not
+corrected as wrk2 would). Socket errors: {errors}; non-2xx responses: {non2xx}.
+
+How the path is built: a request thread reads the body and hands it to its process's inbox writer,
+which stores whatever has queued up as one batch — one SELECT of the companies named and one
+multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`, both straight through psycopg2 on an
+autocommit connection it keeps — and then wakes the waiting requests; a second thread sends one
+`webhooks.process_batch` message for the batches of the last 200 ms, and the worker claims, applies
+and marks a whole batch processed in one transaction.
+
+What the figures say:
+
+- **The CPU rows explain the ratio.** Every process shares the same two cores: a webhook costs the
+  web process about {web_factor:.1f}× the CPU of the bare route, and PostgreSQL adds its own work per
+  stored row. The bare route is the app's own per-request cost (gunicorn, Flask, request
+  id, metrics, one log line); the webhook adds reading, parsing and hashing the body, the HMAC check,
+  the hand-off to the writer and back, and its share of two round trips and of the Celery publish.
+  {step_text} Reaching 0.75 here would need the durable write itself to cost almost nothing; the
+  design keeps the rule that a delivery is acknowledged only once PostgreSQL has committed it.
+- **Latency.** Even the bare route's p99 at the same offered rate is above 10 ms on this box (CPU
+  queueing behind PostgreSQL, the worker and wrk). A webhook's p50 adds the two round trips and a WAL
+  flush (~3 ms inside the writer when idle) and its tail the queueing of those round trips.
+- **History on this box.** One transaction and one `send_task` per request: 401 req/s. Group commit
+  through SQLAlchemy: ratio 0.25–0.31, processing ~7 ms of worker CPU per event (the inbox fell
+  seconds behind). Now: psycopg2 for the two hot statements, kombu's Redis transport building one
+  client per channel instead of one per message, the limiter skipped before it resolves limits for
+  unlimited routes, and batches processed in one transaction (~1–1.5 ms of worker CPU per event).
+- Figures on this shared box move by up to a third from run to run; the rounds are interleaved so a
+  noisy neighbour hurts both routes alike.
+"""
