@@ -24,10 +24,7 @@ def gateway() -> WhatsAppGateway:
         def schedule(name: str, args: list[Any], countdown: float) -> None:
             celery.send_task(name, args=args, countdown=countdown)
 
-        def deliver(event: dict[str, Any]) -> None:
-            celery.send_task(HANDLE_EVENT_TASK, args=[parcels.park(event)])
-
-        extensions["whatsapp_gateway"] = make_gateway(runtime.settings(), runtime.redis(), schedule, deliver)
+        extensions["whatsapp_gateway"] = make_gateway(runtime.settings(), runtime.redis(), schedule, deliver_event)
     return cast(WhatsAppGateway, extensions["whatsapp_gateway"])
 
 
