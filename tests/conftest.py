@@ -15,6 +15,7 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from models import Base, db
 from services.schema import upgrade
@@ -181,10 +182,20 @@ def _isolation(request: pytest.FixtureRequest, backends: Backends) -> Iterator[N
     engine = db.engine
     assert engine is not None
     tables = [t.name for t in Base.metadata.sorted_tables]
-    with engine.begin() as conn:
-        if backends.is_postgres:
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
+    if backends.is_postgres:
+        # The session worker may still be finishing the test's tasks: its transaction can hold one
+        # table while waiting for another this TRUNCATE already holds, and PostgreSQL then aborts
+        # one of the two. Try again; the worker's transaction ends in the meantime.
+        for attempt in range(5):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+                break
+            except OperationalError as exc:
+                if attempt == 4 or getattr(exc.orig, "pgcode", None) != "40P01":  # deadlock_detected
+                    raise
+    else:
+        with engine.begin() as conn:
             for name in reversed(tables):
                 conn.execute(text(f"DELETE FROM {name}"))
     keep = tuple(f"{backends.namespace}:{p}".encode() for p in ("celery", "_kombu", "unacked", "health"))
