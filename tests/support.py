@@ -116,6 +116,7 @@ def detect_backends(tmp_dir: Path) -> Backends:
     """Use the real servers on loopback when they answer, the embedded fallbacks otherwise."""
     run_id = uuid.uuid4().hex[:10]
     force_fallback = os.environ.get("TEST_FORCE_FALLBACK") == "1"
+    why = "not used (TEST_FORCE_FALLBACK=1)" if force_fallback else "unreachable"
     description: list[str] = []
     cleanup: list[Callable[[], None]] = []
 
@@ -126,7 +127,7 @@ def detect_backends(tmp_dir: Path) -> Backends:
         description.append(f"database: PostgreSQL at 127.0.0.1:5432 (fresh database ycwa_test_{run_id})")
     else:
         database_url = f"sqlite:///{tmp_dir / 'test.db'}"
-        description.append("database: PostgreSQL unreachable -> falling back to SQLite " + database_url)
+        description.append(f"database: PostgreSQL {why} -> falling back to SQLite {database_url}")
 
     if not force_fallback and _redis_reachable(REDIS_TEST_URL):
         redis_url = REDIS_TEST_URL
@@ -137,7 +138,7 @@ def detect_backends(tmp_dir: Path) -> Backends:
         server = EmbeddedRedis().start()
         cleanup.append(server.stop)
         redis_url = server.url
-        description.append(f"redis: Redis unreachable -> falling back to embedded fakeredis at {redis_url}")
+        description.append(f"redis: Redis {why} -> falling back to embedded fakeredis at {redis_url}")
 
     namespace = f"t{run_id}"
 
