@@ -15,9 +15,10 @@ from sqlalchemy import select, update
 from integrations.whatsapp import GatewayError
 from models import Company, CompanyEvent, EventStatus, IntegrationStatus, WebhookEvent, db, utcnow
 from services import api_keys, webhook_secrets, whatsapp
-from services.webhooks import processing
+from services.webhooks import lifecycle, processing
 from services.webhooks.parsing import digest
 from tasks.whatsapp import logout, stop_session
+from tests.fake_yclients import signed_user_data
 from tests.support import Backends, free_port
 
 PARTNER_TOKEN = "partner-token-0123456789"
@@ -112,7 +113,7 @@ def test_retried_delivery_has_one_effect_but_another_day_counts_again(lifecycle_
         fields = {k: v for k, v in body.items() if k != "partner_token"}
         yesterday = (utcnow() - timedelta(days=1)).date().isoformat()
         db.session.execute(update(WebhookEvent).where(WebhookEvent.id == first.id)
-                           .values(dedupe_key="lc:" + digest(fields, yesterday)))
+                           .values(dedupe_key="lc:" + digest(fields, yesterday, lifecycle.installation(made.id))))
         company = db.session.get(Company, made.id)
         assert company is not None
         company.integration_status = IntegrationStatus.ACTIVE
@@ -126,6 +127,33 @@ def test_retried_delivery_has_one_effect_but_another_day_counts_again(lifecycle_
         processing.process_event(events[1].id)
         company = db.session.get(Company, made.id, populate_existing=True)
         assert company is not None and company.integration_status == IntegrationStatus.UNINSTALLED
+
+
+@pytest.mark.parametrize("event, status", [("uninstall", IntegrationStatus.UNINSTALLED),
+                                           ("freeze", IntegrationStatus.FROZEN)])
+def test_the_same_event_after_a_reinstall_on_the_same_day_counts_again(lifecycle_app, company_factory, event, status):
+    made = company_factory(status=IntegrationStatus.ACTIVE)
+    body = _body(made.salon_id, event)
+    with lifecycle_app.test_client() as c:
+        assert c.post("/marketplace/webhook/yclients", json=body).status_code == 200
+    with lifecycle_app.app_context():
+        _process_all()
+    # The owner installs the app again from the marketplace, then removes or freezes it again that day.
+    user_data, sign = signed_user_data({"id": 5, "name": "Олег"}, PARTNER_TOKEN)
+    with lifecycle_app.test_client() as c:
+        install = c.get("/marketplace/install", query_string={
+            "salon_id": made.salon_id, "user_data": user_data, "user_data_sign": sign})
+        assert install.status_code == 302
+        assert c.post("/marketplace/webhook/yclients", json=body).status_code == 200
+        assert c.post("/marketplace/webhook/yclients", json=body).status_code == 200  # YClients' retry
+    with lifecycle_app.app_context():
+        events = _events()
+        assert [e.type for e in events] == [f"lifecycle.{event}"] * 2
+        company = db.session.get(Company, made.id, populate_existing=True)
+        assert company is not None and company.integration_status == IntegrationStatus.PENDING
+        processing.process_event(events[1].id)
+        company = db.session.get(Company, made.id, populate_existing=True)
+        assert company is not None and company.integration_status == status
 
 
 @pytest.mark.parametrize("token", ["wrong-token", "", None])

@@ -5,9 +5,10 @@ the body is the only proof, compared in constant time. Authentic deliveries are 
 (without the token) and applied by ``webhooks.process``.
 
 Dedupe is per delivery, not per (event, salon) forever: the key is a hash of the body (token
-excluded) and the UTC day it arrived. Retries of one delivery on the same day have one effect; a
-real second uninstall on another day is applied again. Both effects are idempotent, so a retry
-that crosses midnight is harmless.
+excluded), the UTC day it arrived and the salon's current installation (its latest registration or
+reinstall). Retries of one delivery have one effect; a real second uninstall or freeze is applied
+again, whether it comes on another day or after a reinstall on the same day. Both effects are
+idempotent, so a retry that crosses midnight is harmless.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import hmac
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from models import Company, EventSource, IntegrationStatus, WebhookEvent, db, utcnow
+from models import Company, CompanyEvent, EventSource, IntegrationStatus, WebhookEvent, db, utcnow
 from services import api_keys, company_events, runtime, webhook_secrets
 from services.webhooks.ingest import Received, rejected_values, store
 from services.webhooks.parsing import Malformed, digest, excerpt, load_json_object
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 EVENT_TYPES = ("lifecycle.uninstall", "lifecycle.freeze")
 INVALID_TOKEN = "invalid partner token"
 SESSION_TASK = {"lifecycle.uninstall": "whatsapp.logout", "lifecycle.freeze": "whatsapp.stop_session"}
+# Company events that start an installation (services.registration records them).
+INSTALLATION_KINDS = ("registered", "reinstalled")
 
 
 class Unprocessable(ValueError):
@@ -75,12 +78,25 @@ def receive(body: bytes | None, request_id: str | None = None) -> Received:
     values = {
         "company_id": company_id,
         "source": EventSource.LIFECYCLE,
-        "dedupe_key": "lc:" + digest(fields, utcnow().date().isoformat()),
+        "dedupe_key": dedupe_key(fields, company_id),
         "type": f"lifecycle.{event}",
         "payload": fields,
         "request_id": request_id,
     }
     return store(values, enqueue_after=True)
+
+
+def installation(company_id: int) -> int | None:
+    """The id of the company's latest registration or reinstall record (None for a company without one)."""
+    return db.session.scalar(
+        select(func.max(CompanyEvent.id))
+        .where(CompanyEvent.company_id == company_id, CompanyEvent.kind.in_(INSTALLATION_KINDS))
+    )
+
+
+def dedupe_key(fields: dict[str, Any], company_id: int) -> str:
+    """The inbox key of one authentic delivery (its fields without the token) arriving now."""
+    return "lc:" + digest(fields, utcnow().date().isoformat(), installation(company_id))
 
 
 def _send_session_task(task: str, company_id: int) -> None:
