@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 import requests
-from simple_websocket import Client, ConnectionClosed
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from models import db
 from services import whatsapp_gateway
@@ -20,27 +22,35 @@ from tests.whatsapp_stack import Stack, start_stack
 
 
 class WsClient:
-    """A socket client with its own reader thread collecting every frame."""
+    """A socket client with its own reader thread collecting every frame.
+
+    websockets' client, not simple-websocket's: the server answers a token in the URL or a header
+    right after the handshake, and simple-websocket's client leaves frames that arrive together
+    with the handshake response unread until more data comes.
+    """
 
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.frames: list[dict[str, Any]] = []
         self.closed = threading.Event()
-        self._ws = Client.connect(url, headers=headers)
+        self._stack = ExitStack()
+        self._ws = self._stack.enter_context(connect(url, additional_headers=headers, open_timeout=10))
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
         try:
-            while True:
-                raw = self._ws.receive()
-                if raw is None:
-                    continue
+            for raw in self._ws:  # ends when the server closes the socket
                 self.frames.append(json.loads(raw))
         except ConnectionClosed:
+            pass
+        finally:
             self.closed.set()
 
     def send(self, event: str, data: dict[str, Any]) -> None:
-        self._ws.send(json.dumps({"event": event, "data": data}))
+        self.send_raw(json.dumps({"event": event, "data": data}))
+
+    def send_raw(self, text: str) -> None:
+        self._ws.send(text)
 
     def named(self, event: str) -> list[dict[str, Any]]:
         return [f["data"] for f in list(self.frames) if f["event"] == event]
@@ -49,10 +59,8 @@ class WsClient:
         return wait_until(lambda: (found := self.named(event)) and found[-1], timeout=timeout)
 
     def close(self) -> None:
-        try:
-            self._ws.close()
-        except ConnectionClosed:
-            pass
+        self._stack.close()
+        self._thread.join(timeout=5)
 
 
 def _ws_url(base: str, query: str = "") -> str:
@@ -122,7 +130,7 @@ def test_bad_tokens_foreign_companies_and_unauthenticated_requests_get_errors(li
     wait_until(lambda: {"message": "Нет доступа к этой компании"} in client.named("error"))
     client.send("getPairingCode", {"phone": "12"})
     wait_until(lambda: any("телефона" in e["message"] for e in client.named("error")))
-    client._ws.send("not json")
+    client.send_raw("not json")
     wait_until(lambda: {"message": "Некорректное сообщение"} in client.named("error"))
 
 
