@@ -55,14 +55,30 @@ def report(results: dict[str, Any]) -> str:
     ]
     table = "\n".join(f"| {m} | {r} | {t} |" for m, r, t in rows)
     web_factor = a["cpu_ms"]["web"] / max(b["cpu_ms"]["web"], 0.001)
-    steps = results.get("steps")
+    steps: dict[str, dict[str, float]] = results.get("steps") or {}
+    step_rows = "\n".join(
+        f"| {label} | {steps[name]['share']:.2f} | {steps[name]['web_ms']:.2f} | {steps[name]['postgresql_ms']:.2f} |"
+        for name, label in (("bare", "the bare route"), ("view", "the view, without the writer"),
+                            ("handoff", "a hand-off to a writer that stores nothing"),
+                            ("parse", "parsing, the HMAC check and the company SELECT"),
+                            ("webhook", "the whole webhook, committed INSERT included"))
+    ) if steps else ""
     step_text = (
-        "Step by step (`--steps`: the same route stopped after each step, medians of interleaved runs, "
-        f"as a share of the bare route's requests/s): the view without the writer {steps['view']:.2f}, "
-        f"a hand-off to a writer that stores nothing {steps['handoff']:.2f}, parsing and the company "
-        f"SELECT {steps['parse']:.2f}, the whole webhook with its committed INSERT {steps['webhook']:.2f}."
+        "In the step table above, the hand-off costs the web process "
+        f"{steps['handoff']['web_ms'] - steps['view']['web_ms']:.2f} ms, parsing, the HMAC check and the SELECT "
+        f"{steps['parse']['web_ms'] - steps['handoff']['web_ms']:.2f} ms, and the committed INSERT "
+        f"{steps['webhook']['web_ms'] - steps['parse']['web_ms']:.2f} ms plus "
+        f"{steps['webhook']['postgresql_ms'] - steps['parse']['postgresql_ms']:.2f} ms of PostgreSQL."
         if steps else "(`--steps` measures the path step by step.)"
     )
+    step_table = f"""
+Step by step (`--steps`, worker paused): the webhook route stopped after each step of its path,
+medians of {s['rounds']} interleaved runs.
+
+| path stopped after | share of the bare route's req/s | web CPU ms / request | PostgreSQL CPU ms / request |
+|---|---|---|---|
+{step_rows}
+""" if steps else ""
     cores = os.cpu_count() or 1
     box_bare = cores * 1000 / b["rps"]  # ms of the whole box's CPU per bare request (it saturates the box)
     budget = box_bare / 0.75
@@ -92,7 +108,7 @@ prefork × {s['worker_concurrency']}; LOG_LEVEL={s['log_level']}; wrk -t{s['thre
 Half-peak latency is measured with wrk's Lua `delay()` pacing each connection, with the worker
 processing (closed loop: a slow response delays the next request, so coordinated omission is not
 corrected as wrk2 would). Socket errors: {errors}; non-2xx responses: {non2xx}.
-
+{step_table}
 How the path is built: a request thread reads the body and hands it to its process's inbox writer,
 which stores whatever has queued up as one batch — one SELECT of the companies named and one
 multi-row `INSERT … ON CONFLICT DO NOTHING RETURNING`, both straight through psycopg2 on an

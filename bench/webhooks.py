@@ -241,8 +241,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                              "mean": statistics.fmean(lags) * 1000 if lags else float("nan")}
         acked = warm["acked"] + sum(r["acked"] for r in hook + alone) + paced["acked"]
         results["verify"] = verify(database_url, acked, tmp / "web.log")
-        if args.steps:
-            results["steps"] = _steps(base_url, script, webhook_path, company_id, args)
+        if args.steps:  # ingestion alone, like the ratio: the worker is paused meanwhile
+            os.killpg(worker.pid, signal.SIGSTOP)
+            try:
+                results["steps"] = _steps(base_url, script, webhook_path, company_id, args)
+            finally:
+                os.killpg(worker.pid, signal.SIGCONT)
     finally:
         stop(web)
         stop(worker)
@@ -254,17 +258,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _steps(base_url: str, script: Path, webhook_path: str, company_id: int,
-           args: argparse.Namespace) -> dict[str, float]:
-    """Median requests/s of each step of the webhook path as a share of the bare route's, interleaved."""
+           args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Each step of the webhook path, interleaved: the median share of the bare route's requests/s,
+    and the median CPU ms per request of the web processes and of PostgreSQL."""
     query = webhook_path.split("?", 1)[1]
     paths = {"bare": "/bench/bare", **{name: f"/bench/step/{name}/{company_id}?{query}" for name in STEPS[:-1]},
              "webhook": webhook_path}
-    rates: dict[str, list[float]] = {name: [] for name in paths}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
     for round_no in range(args.rounds):
         for n, (name, path) in enumerate(paths.items()):
-            rates[name].append(_wrk(base_url, script, path, (60 + 10 * round_no + n) * 10**12, args)["rps"])
-    bare = statistics.median(rates["bare"])
-    return {name: statistics.median(values) / bare for name, values in rates.items() if name != "bare"}
+            runs[name].append(_wrk(base_url, script, path, (60 + 10 * round_no + n) * 10**12, args))
+    bare = statistics.median(r["rps"] for r in runs["bare"])
+    return {name: {"share": statistics.median(r["rps"] for r in found) / bare,
+                   "web_ms": statistics.median(r["cpu_ms"]["web"] for r in found),
+                   "postgresql_ms": statistics.median(r["cpu_ms"]["postgresql"] for r in found)}
+            for name, found in runs.items()}
 
 
 def verify(database_url: str, acked: int, web_log: Path) -> dict[str, Any]:
