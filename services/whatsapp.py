@@ -282,13 +282,18 @@ def reconnect_failed(company_id: int) -> None:
 
 
 def end_session(company_id: int, reason: str) -> str | None:
-    """Mark the session STOPPED before the gateway logs out / stops it; None when there is none."""
+    """Mark the session STOPPED before the gateway logs out / stops it; None when there is none.
+
+    Pages hear ``whatsapp.disconnected`` once: a retried logout or stop finds the session already
+    stopped for the same reason and publishes nothing."""
     if db.session.get(Company, company_id) is None:
         return None
     row = session_for(company_id, lock=True)
+    changed = (row.status, row.failure_reason) != (SessionStatus.STOPPED, reason)
     row.status, row.failure_reason = SessionStatus.STOPPED, reason
     on_commit(lambda: qr.forget(company_id))
-    _publish(company_id, "whatsapp.disconnected", {"companyId": company_id, "reason": reason})
+    if changed:
+        _publish(company_id, "whatsapp.disconnected", {"companyId": company_id, "reason": reason})
     return row.gateway_session
 
 

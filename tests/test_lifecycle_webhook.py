@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -14,12 +15,13 @@ from sqlalchemy import select, update
 
 from integrations.whatsapp import GatewayError
 from models import Company, CompanyEvent, EventStatus, IntegrationStatus, WebhookEvent, db, utcnow
-from services import api_keys, webhook_secrets, whatsapp
+from services import api_keys, runtime, webhook_secrets, whatsapp
+from services.pubsub import company_channel
 from services.webhooks import lifecycle, processing
 from services.webhooks.parsing import digest
 from tasks.whatsapp import logout, stop_session
 from tests.fake_yclients import signed_user_data
-from tests.support import Backends, free_port
+from tests.support import Backends, free_port, wait_until
 
 PARTNER_TOKEN = "partner-token-0123456789"
 APPLICATION_ID = 777
@@ -260,3 +262,20 @@ def test_session_end_is_retried_while_the_gateway_fails(ctx, company_factory, mo
     monkeypatch.setattr(task, "max_retries", 1)
     assert task.apply(args=[made.id]).get() == "failed"
     assert len(calls) == 2
+
+
+def test_a_retried_session_end_tells_the_pages_once(ctx, company_factory):
+    made = company_factory(status=IntegrationStatus.ACTIVE)
+    pushed: list[dict] = []
+    unsubscribe = runtime.bus().subscribe(company_channel(made.id), pushed.append)
+    try:
+        for _ in range(3):  # the first run, then two retries after gateway failures
+            whatsapp.end_session(made.id, "logged_out")
+            db.session.commit()
+        whatsapp.end_session(made.id, "stopped")  # a different end is news again
+        db.session.commit()
+        wait_until(lambda: len(pushed) >= 2)
+        time.sleep(0.3)  # room for a wrongly repeated event to arrive
+    finally:
+        unsubscribe()
+    assert [m["data"]["reason"] for m in pushed if m["event"] == "whatsapp.disconnected"] == ["logged_out", "stopped"]
