@@ -11,13 +11,14 @@ from web import ws_hub
 
 
 class _RawServer:
-    """The part of simple-websocket's Server that SocketConnection uses: ``sock`` and ``send``."""
+    """The part of simple-websocket's Server that SocketConnection uses: ``sock`` and ``send``,
+    which, like simple-websocket's, calls ``sock.send`` once and ignores a short count."""
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
 
     def send(self, data: str) -> None:
-        self.sock.sendall(data.encode())
+        self.sock.send(data.encode())
 
 
 def _drain(sock: socket.socket, into: list[bytes]) -> None:

@@ -46,6 +46,21 @@ class SocketSlots:
             self.open -= 1
 
 
+class _SendAll:
+    """The socket, with a ``send`` that writes everything or raises. simple-websocket calls
+    ``send`` and ignores a short count, which after the send timeout would cut a frame in two."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def send(self, data: bytes, flags: int = 0) -> int:
+        self._sock.sendall(data, flags)
+        return len(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
 class SocketConnection:
     """A connected client; ``send`` is safe from the handler thread and the bus thread alike."""
 
@@ -60,6 +75,7 @@ class SocketConnection:
         # SO_SNDTIMEO bounds each send() only; reads (simple-websocket's own thread) are unaffected.
         ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                            struct.pack("@ll", int(seconds), int(fraction * 1_000_000)))
+        ws.sock = _SendAll(ws.sock)
 
     def send(self, event: str, data: dict[str, Any]) -> None:
         """Send ``{"event", "data"}``; a failed send marks the connection closed."""
