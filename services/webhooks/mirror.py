@@ -45,20 +45,6 @@ def version_of(event: WebhookEvent) -> datetime:
     return event_time(event.payload or {}) or event.received_at
 
 
-def _locked_row(model: type[Booking] | type[Client], company_id: int, key_column: str, key: int) -> Any:
-    """The mirror row for (company, key), created empty if missing, locked for this transaction."""
-    dialect = db.session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    db.session.execute(
-        insert(cast(Table, model.__table__))
-        .values(company_id=company_id, **{key_column: key})
-        .on_conflict_do_nothing(index_elements=["company_id", key_column])
-    )
-    column = getattr(model, key_column)
-    query = select(model).where(model.company_id == company_id, column == key).with_for_update()
-    return db.session.scalars(query.execution_options(populate_existing=True)).one()
-
-
 def lock_rows(events: Iterable[WebhookEvent]) -> LockedRows:
     """Create the mirror rows the events name and lock them all: per kind one INSERT of the missing
     ones and one ``SELECT … FOR UPDATE`` in key order (events without a usable id are left out)."""
@@ -125,7 +111,8 @@ def _merge_into(
     key = record_id(event.type, event.payload or {})
     if key is None:
         raise Unprocessable(f"{event.type} without a {id_column.removesuffix('_id')} id")
-    row = rows.get((model, event.company_id, key)) or _locked_row(model, event.company_id, id_column, key)
+    found = (model, event.company_id, key)
+    row = rows[found] if found in rows else lock_rows([event])[found]
     version = version_of(event)
     newer = _is_newer(row, version, event.id)
     row.data = _merge(row.data, fields, newer)

@@ -142,7 +142,7 @@ def _apply_together(claims: dict[int, int]) -> None:
         select(WebhookEvent).where(WebhookEvent.id.in_(claims)).order_by(WebhookEvent.id)
         .execution_options(populate_existing=True)
     ).all()
-    rows = mirror.lock_rows([event for event in events if event.type in BOOKING_TYPES + CLIENT_TYPES])
+    rows = mirror.lock_rows(events)
     for event in events:
         _run_handler(event, rows)
     table = EVENTS.c
