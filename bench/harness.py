@@ -7,9 +7,11 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +63,28 @@ def query(database_url: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:
             return list(cur.fetchall())
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class BenchCompany:
+    """A company registered in a benchmark's database, with what clients need to reach it."""
+
+    id: int
+    webhook_secret: str
+    connect_token: str
+
+
+def create_company(env: dict[str, str], salon_id: int) -> BenchCompany:
+    """Register one company with the settings in ``env`` (a child process, as the service sees them)."""
+    code = (
+        "from web import create_app\nfrom models import Company, db\nfrom services import tokens, webhook_secrets\n"
+        "app = create_app()\nwith app.app_context():\n"
+        f"    c = Company(salon_id={salon_id}, title='bench'); db.session.add(c); db.session.commit()\n"
+        "    print(c.id, webhook_secrets.webhook_secret(c), tokens.issue_connect_token(c.id, c.salon_id))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    company_id, secret, token = out.stdout.split()[-3:]
+    return BenchCompany(int(company_id), secret, token)
 
 
 def wait_http(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> None:

@@ -40,6 +40,7 @@ from bench.harness import (
     REDIS_URL,
     ROOT,
     cpu_seconds,
+    create_company,
     create_database,
     drop_database,
     percentile,
@@ -130,19 +131,6 @@ def _add_step_routes(app: Flask) -> None:
         return jsonify(success=True)
 
 
-def _company(env: dict[str, str]) -> tuple[int, str]:
-    """Register one company in the bench database; its id and webhook secret."""
-    code = (
-        "from web import create_app\nfrom models import Company, db\nfrom services import webhook_secrets\n"
-        "app = create_app()\nwith app.app_context():\n"
-        "    c = Company(salon_id=962302, title='bench'); db.session.add(c); db.session.commit()\n"
-        "    print(c.id, webhook_secrets.webhook_secret(c))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
-    company_id, secret = out.stdout.split()[-2:]
-    return int(company_id), secret
-
-
 def _wrk(url: str, script: Path, path: str, base: int, args: argparse.Namespace, pause_ms: int = 0,
          connections: int | None = None) -> dict[str, Any]:
     before = cpu_seconds()
@@ -182,7 +170,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            "REDIS_NAMESPACE": namespace, "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnop",
            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "LOG_LEVEL": args.log_level, "PYTHONUNBUFFERED": "1"}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    company_id, secret = _company(env)
+    company = create_company(env, salon_id=962302)
+    company_id, secret = company.id, company.webhook_secret
     tmp = Path(tempfile.mkdtemp(prefix="bench-webhooks-"))
     script = tmp / "post.lua"
     script.write_text(LUA)

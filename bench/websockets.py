@@ -28,7 +28,7 @@ from pathlib import Path
 import redis
 from simple_websocket import Client, ConnectionClosed
 
-from bench.harness import ROOT, free_port, stop, wait_http, write_table
+from bench.harness import ROOT, create_company, free_port, stop, wait_http, write_table
 
 HEADING = "## WebSockets: idle sockets per web process"
 ADMIN_KEY = "sk_bench_admin_key_0123456789abcdefghijklmnop"
@@ -99,19 +99,6 @@ def _fanout_ms(client: redis.Redis, namespace: str, company_id: int, sockets: li
     return (time.perf_counter() - started) * 1000
 
 
-def _company(env: dict[str, str]) -> tuple[int, str]:
-    code = (
-        "from web import create_app; from models import Company, db; from services import tokens\n"
-        "app = create_app()\n"
-        "with app.app_context():\n"
-        f"    c = Company(salon_id={int(time.time())}); db.session.add(c); db.session.commit()\n"
-        "    print(c.id, tokens.issue_connect_token(c.id, c.salon_id))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    company_id, token = out.stdout.strip().splitlines()[-1].split()
-    return int(company_id), token
-
-
 def run(threads: int, steps: list[int], redis_url: str, port: int) -> list[dict[str, float]]:
     """Measure one gunicorn process with ``threads`` threads at each socket count of ``steps``."""
     namespace = f"bench{uuid.uuid4().hex[:6]}"
@@ -121,7 +108,8 @@ def run(threads: int, steps: list[int], redis_url: str, port: int) -> list[dict[
            "LOG_LEVEL": "WARNING", "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnop"}
     subprocess.run([sys.executable, "-c", f"from services.schema import upgrade; upgrade({env['DATABASE_URL']!r})"],
                    cwd=ROOT, env=env, check=True)
-    company_id, token = _company(env)
+    company = create_company(env, salon_id=int(time.time()))
+    company_id, token = company.id, company.connect_token
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
