@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from services.settings import Settings
+from services.platform.settings import Settings
 
 # Modules whose @shared_task functions the worker registers.
 TASK_MODULES = ("tasks.health", "tasks.webhooks", "tasks.yclients", "tasks.whatsapp",)
@@ -17,7 +17,7 @@ def config_for(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": settings.redis_url,
         # kombu's Redis transport, minus a client object built per message (services/broker.py).
-        "broker_transport": "services.broker:Transport",
+        "broker_transport": "tasks.broker:Transport",
         "result_backend": settings.redis_url,
         # Keys of this deployment stay apart from others sharing the Redis server.
         "broker_transport_options": {

@@ -57,7 +57,7 @@ def worker_exit(server, worker):
 
 
 def child_exit(server, worker):
-    """Drop a dead worker's live-gauge metric files (named as ``services.metrics.process_identifier`` does)."""
+    """Drop a dead worker's live-gauge metric files (named as ``services.platform.metrics.process_identifier`` does)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         import socket
 

@@ -160,7 +160,7 @@ def _drain(database_url: str, timeout: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Run every measurement; the results as a dict."""
     name, database_url = create_database()
-    from services.schema import upgrade
+    from services.platform.schema import upgrade
 
     upgrade(database_url)
     namespace = f"bench{uuid.uuid4().hex[:6]}"

@@ -106,8 +106,8 @@ def run(threads: int, steps: list[int], redis_url: str, port: int) -> list[dict[
     env = {**os.environ, "APP_ENV": "test", "DATABASE_URL": f"sqlite:///{scratch}/bench.db", "REDIS_URL": redis_url,
            "REDIS_NAMESPACE": namespace, "RATELIMIT_ENABLED": "false", "ADMIN_API_KEY": ADMIN_KEY,
            "LOG_LEVEL": "WARNING", "SECRET_KEY": "bench-secret-key-0123456789-abcdefghijklmnop"}
-    subprocess.run([sys.executable, "-c", f"from services.schema import upgrade; upgrade({env['DATABASE_URL']!r})"],
-                   cwd=ROOT, env=env, check=True)
+    migrate = f"from services.platform.schema import upgrade; upgrade({env['DATABASE_URL']!r})"
+    subprocess.run([sys.executable, "-c", migrate], cwd=ROOT, env=env, check=True)
     company = create_company(env, salon_id=int(time.time()))
     company_id, token = company.id, company.connect_token
     base = f"http://127.0.0.1:{port}"

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from devstack.redis_server import EmbeddedRedis
-from services.settings import load_settings
+from services.platform.settings import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
@@ -115,7 +115,7 @@ def main() -> int:
     os.environ.update(env)
     settings = load_settings()
 
-    from services.schema import upgrade
+    from services.platform.schema import upgrade
 
     upgrade(settings.database_url)
     commands = _commands(env)

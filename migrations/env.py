@@ -8,7 +8,7 @@ from alembic import context
 
 import models
 from models.db import make_engine
-from services.settings import get_settings
+from services.platform.settings import get_settings
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

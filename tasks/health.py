@@ -7,7 +7,7 @@ import time
 
 from celery import shared_task
 
-from services import health
+from services.platform import health
 
 
 @shared_task(name="health.ping", acks_late=False, expires=30)

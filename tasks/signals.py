@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Task, signals
 
-from services import logs, metrics
+from services.platform import logs, metrics
 
 REQUEST_ID_HEADER = "request_id"
 

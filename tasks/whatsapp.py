@@ -13,7 +13,8 @@ from celery import Task, shared_task
 
 from integrations.whatsapp import GatewayError
 from models import db
-from services import parcels, whatsapp, whatsapp_codes, whatsapp_gateway
+from services.platform import parcels
+from services.whatsapp import codes, gateway, sessions
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def _gateway_call(company_id: int, action: str, session: str | None) -> bool:
     if session is None:
         return True
     try:
-        whatsapp.call_gateway(action, session)
+        sessions.call_gateway(action, session)
         return True
     except GatewayError as exc:
         log.warning("gateway %s failed for company %s: %s", action, company_id, exc)
@@ -33,13 +34,13 @@ def _gateway_call(company_id: int, action: str, session: str | None) -> bool:
 @shared_task(name="whatsapp.start_session", bind=True, max_retries=3)
 def start_session(self: Task, company_id: int) -> str:
     """Open a new login attempt and ask the gateway to start it (QR codes follow as events)."""
-    session = whatsapp.begin_attempt(company_id)
+    session = sessions.begin_attempt(company_id)
     db.session.commit()
     if _gateway_call(company_id, "start", session):
         return "started" if session else "skipped"
     if self.request.retries < self.max_retries:
-        raise self.retry(countdown=whatsapp.reconnect_delay(self.request.retries + 1))
-    whatsapp.gateway_failed(company_id, "gateway_unavailable")
+        raise self.retry(countdown=sessions.reconnect_delay(self.request.retries + 1))
+    sessions.gateway_failed(company_id, "gateway_unavailable")
     db.session.commit()
     return "failed"
 
@@ -50,7 +51,7 @@ def handle_event(parcel_id: str) -> str:
     event = parcels.fetch(parcel_id)
     if event is None:
         return "expired"
-    outcome = whatsapp.handle_event(event)
+    outcome = sessions.handle_event(event)
     db.session.commit()
     return outcome
 
@@ -58,7 +59,7 @@ def handle_event(parcel_id: str) -> str:
 @shared_task(name="whatsapp.render_qr")
 def render_qr(company_id: int, attempt: int, seq: int) -> bool:
     """Render QR ``seq`` of login ``attempt`` as a PNG data URI, cache it and publish it."""
-    message = whatsapp_codes.render_qr(company_id, attempt, seq)
+    message = codes.render_qr(company_id, attempt, seq)
     db.session.commit()
     return message is not None
 
@@ -69,9 +70,9 @@ def pairing_code(self: Task, company_id: int, phone_parcel: str, nonce: str, dea
     digits = parcels.fetch(phone_parcel)
     if digits is None:
         return "expired"
-    outcome = whatsapp_codes.issue_pairing_code(company_id, digits, nonce, last_try=time.time() >= deadline)
+    outcome = codes.issue_pairing_code(company_id, digits, nonce, last_try=time.time() >= deadline)
     db.session.commit()
-    if outcome == whatsapp_codes.NOT_READY:
+    if outcome == codes.NOT_READY:
         raise self.retry(countdown=0.25)
     return outcome
 
@@ -79,24 +80,24 @@ def pairing_code(self: Task, company_id: int, phone_parcel: str, nonce: str, dea
 @shared_task(name="whatsapp.reconnect")
 def reconnect(company_id: int, attempt: int) -> str:
     """Restart the session for reconnect number ``attempt`` (stale reconnects do nothing)."""
-    session = whatsapp.reconnect_target(company_id, attempt)
+    session = sessions.reconnect_target(company_id, attempt)
     db.session.commit()
     if session is None:
         return "stale"
     if _gateway_call(company_id, "restart", session):
         return "restarted"
-    whatsapp.reconnect_failed(company_id)
+    sessions.reconnect_failed(company_id)
     db.session.commit()
     return "failed"
 
 
 def _end_session(task: Task, company_id: int, reason: str, action: str) -> str:
-    session = whatsapp.end_session(company_id, reason)
+    session = sessions.end_session(company_id, reason)
     db.session.commit()
     if _gateway_call(company_id, action, session):
         return reason
     if task.request.retries < (task.max_retries or 0):
-        raise task.retry(countdown=whatsapp.reconnect_delay(task.request.retries + 1))
+        raise task.retry(countdown=sessions.reconnect_delay(task.request.retries + 1))
     log.error("gateway %s for company %s failed %s times; giving up", action, company_id, task.request.retries + 1)
     return "failed"
 
@@ -117,4 +118,4 @@ def stop_session(self: Task, company_id: int) -> str:
 @shared_task(name="whatsapp.simulator_rotate_qr", acks_late=True)
 def simulator_rotate_qr(session: str, attempt: str, index: int) -> bool:
     """Simulator timer: the next QR of an attempt, or the end of the attempt (stale timers do nothing)."""
-    return whatsapp_gateway.simulator_rotate(session, attempt, index)
+    return gateway.simulator_rotate(session, attempt, index)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from services import callbacks
+from services.callbacks import activation
 
 
 @shared_task(bind=True, name="yclients.send_callback", max_retries=None, acks_late=True)
 def send_callback(self: Task, company_id: int) -> str:
     """Deliver the company's activation callback; retried with backoff until final (idempotent)."""
-    delay = callbacks.attempt_callback(company_id)
+    delay = activation.attempt_callback(company_id)
     if delay is not None:
         raise self.retry(countdown=delay)
     return "done"

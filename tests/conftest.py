@@ -18,10 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
 from models import Base, db
-from services.schema import upgrade
-from tests.fake_yclients import APPLICATION_ID as YCLIENTS_APPLICATION_ID
-from tests.fake_yclients import PARTNER_TOKEN as YCLIENTS_PARTNER_TOKEN
-from tests.fake_yclients import FakeYClients
+from services.platform.schema import upgrade
+from tests.fakes.yclients import APPLICATION_ID as YCLIENTS_APPLICATION_ID
+from tests.fakes.yclients import PARTNER_TOKEN as YCLIENTS_PARTNER_TOKEN
+from tests.fakes.yclients import FakeYClients
 from tests.support import (
     TEST_SECRET,
     Backends,

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 
 from models import Company, IntegrationStatus, db
-from services import api_keys, tokens, webhook_secrets
+from services.access import api_keys, tokens, webhook_secrets
 
 _salon_ids = itertools.count(900_001)
 

@@ -6,7 +6,8 @@ import uuid
 
 from kombu import Exchange, Queue
 
-from services import broker, runtime
+from services.platform import runtime
+from tasks import broker
 
 
 def test_the_app_publishes_through_the_transport_and_builds_one_client_per_channel(ctx, monkeypatch):

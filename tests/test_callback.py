@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from models import ApiKey, Callback, CallbackStatus, Company, CompanyEvent, IntegrationStatus, db
-from services import api_keys, callbacks
-from tests import fake_yclients as fy
+from services.access import api_keys
+from services.callbacks import activation
+from tests.fakes import yclients as fy
 from tests.support import wait_until
 
 
@@ -44,7 +45,7 @@ def _kinds(company_id: int) -> list[str]:
 
 
 def test_an_accepted_callback_activates_the_company(ctx, fake, linked):
-    assert callbacks.attempt_callback(linked.id) is None
+    assert activation.attempt_callback(linked.id) is None
     [call] = fake.calls_for(linked.salon_id)
     assert call.path == "/marketplace/partner/callback"
     assert call.headers["Authorization"] == f"Bearer {fy.PARTNER_TOKEN}"
@@ -64,7 +65,7 @@ def test_an_accepted_callback_activates_the_company(ctx, fake, linked):
 @pytest.mark.parametrize("reply", [fy.redirect_html(), fy.already_installed()], ids=["301-html", "403-installed"])
 def test_301_and_already_installed_count_as_accepted(ctx, fake, linked, reply):
     fake.script(linked.salon_id, reply)
-    assert callbacks.attempt_callback(linked.id) is None
+    assert activation.attempt_callback(linked.id) is None
     assert _rows(linked.id)[0].status == CallbackStatus.SENT
     assert _company(linked.id).integration_status == IntegrationStatus.ACTIVE
 
@@ -77,7 +78,7 @@ def test_301_and_already_installed_count_as_accepted(ctx, fake, linked, reply):
 )
 def test_a_rejection_is_final_and_marks_activation_failed(ctx, fake, linked, reply, message):
     fake.script(linked.salon_id, reply)
-    assert callbacks.attempt_callback(linked.id) is None
+    assert activation.attempt_callback(linked.id) is None
     [row] = _rows(linked.id)
     assert (row.status, row.error, row.attempts) == (CallbackStatus.REJECTED, message, 1)
     assert _company(linked.id).integration_status == IntegrationStatus.ACTIVATION_FAILED
@@ -87,12 +88,12 @@ def test_a_rejection_is_final_and_marks_activation_failed(ctx, fake, linked, rep
 
 def test_transient_failures_are_retried_with_the_same_key_then_succeed(ctx, fake, linked):
     fake.script(linked.salon_id, fy.server_error(), fy.too_many(), fy.slow(5))
-    delays = [callbacks.attempt_callback(linked.id) for _ in range(3)]
+    delays = [activation.attempt_callback(linked.id) for _ in range(3)]
     assert all(d is not None and 0 < d <= 1 for d in delays)  # base 0.2 s, cap 1 s in the test settings
     [row] = _rows(linked.id)
     assert (row.status, row.attempts) == (CallbackStatus.RETRYING, 3)
     assert "не ответил" in (row.error or "")
-    assert callbacks.attempt_callback(linked.id) is None
+    assert activation.attempt_callback(linked.id) is None
     assert _rows(linked.id)[0].status == CallbackStatus.SENT
     sent_keys = {call.body["api_key"] for call in fake.calls_for(linked.salon_id)}
     assert len(sent_keys) == 1 and api_keys.authenticate(sent_keys.pop()) is not None
@@ -103,8 +104,8 @@ def test_retries_end_dead_after_the_configured_attempts(make_app, fake, company_
     with app.app_context():
         made = company_factory(status=IntegrationStatus.CONNECTED)
         fake.script(made.salon_id, fy.server_error(), fy.server_error(), fy.created())
-        assert callbacks.attempt_callback(made.id) is not None
-        assert callbacks.attempt_callback(made.id) is None
+        assert activation.attempt_callback(made.id) is not None
+        assert activation.attempt_callback(made.id) is None
         [row] = _rows(made.id)
         assert (row.status, row.attempts, row.http_status) == (CallbackStatus.DEAD, 2, 500)
         assert _company(made.id).integration_status == IntegrationStatus.ACTIVATION_FAILED
@@ -114,30 +115,30 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(make_app):
     app = make_app(callback_retry_base_seconds=10, callback_retry_max_seconds=300)
     with app.app_context():
         for attempt, step in [(1, 10), (2, 20), (3, 40), (6, 300), (12, 300)]:
-            delays = {callbacks.retry_delay(attempt) for _ in range(20)}
+            delays = {activation.retry_delay(attempt) for _ in range(20)}
             assert all(step / 2 <= d <= step for d in delays) and len(delays) > 1
 
 
 def test_an_active_company_is_not_called_again_automatically(ctx, fake, linked):
-    assert callbacks.attempt_callback(linked.id) is None
-    assert callbacks.attempt_callback(linked.id) is None
+    assert activation.attempt_callback(linked.id) is None
+    assert activation.attempt_callback(linked.id) is None
     assert len(fake.calls_for(linked.salon_id)) == 1 and len(_rows(linked.id)) == 1
 
 
 @pytest.mark.parametrize("status", [IntegrationStatus.PENDING, IntegrationStatus.UNINSTALLED])
 def test_no_callback_before_whatsapp_is_linked(ctx, fake, company_factory, status):
     made = company_factory(status=status)
-    assert callbacks.attempt_callback(made.id) is None
+    assert activation.attempt_callback(made.id) is None
     assert fake.calls_for(made.salon_id) == [] and _rows(made.id) == []
 
 
 def test_a_new_callback_replaces_the_previous_yclients_key(ctx, fake, linked):
-    callbacks.attempt_callback(linked.id)
+    activation.attempt_callback(linked.id)
     first_key = fake.calls_for(linked.salon_id)[0].body["api_key"]
     company = _company(linked.id)
     company.integration_status = IntegrationStatus.ACTIVATION_FAILED
     db.session.commit()
-    callbacks.attempt_callback(linked.id)
+    activation.attempt_callback(linked.id)
     second_key = fake.calls_for(linked.salon_id)[1].body["api_key"]
     assert first_key != second_key
     assert api_keys.authenticate(first_key) is None and api_keys.authenticate(second_key) is not None
@@ -148,7 +149,7 @@ def test_without_partner_settings_nothing_is_sent(make_app, fake, company_factor
     app = make_app(yclients_partner_token="")
     with app.app_context():
         made = company_factory(status=IntegrationStatus.CONNECTED)
-        assert callbacks.attempt_callback(made.id) is None
+        assert activation.attempt_callback(made.id) is None
         assert fake.calls_for(made.salon_id) == []
         assert _company(made.id).integration_status == IntegrationStatus.CONNECTED
 
@@ -269,10 +270,10 @@ def test_callback_outcomes_are_counted_in_the_metrics(ctx, fake, linked, company
 
     client = ctx.test_client()
     before = scrape(client, admin_headers)
-    callbacks.attempt_callback(linked.id)
+    activation.attempt_callback(linked.id)
     rejected = company_factory(status=IntegrationStatus.CONNECTED, whatsapp_phone="+79001234568")
     fake.script(rejected.salon_id, fy.unauthorized())
-    callbacks.attempt_callback(rejected.id)
+    activation.attempt_callback(rejected.id)
     after = scrape(client, admin_headers)
     for outcome in (CallbackStatus.SENT, CallbackStatus.REJECTED):
         counted = value(after, "ycwa_callbacks_total", outcome=outcome) - value(before, "ycwa_callbacks_total",
@@ -285,6 +286,6 @@ def test_without_partner_settings_the_skipped_callback_is_recorded(make_app, com
     app = make_app(yclients_partner_token=None)
     with app.app_context():
         made = company_factory(status=IntegrationStatus.CONNECTED)
-        assert callbacks.attempt_callback(made.id) is None
+        assert activation.attempt_callback(made.id) is None
         assert _kinds(made.id)[-1] == "callback_skipped"
         assert _rows(made.id) == [] and _company(made.id).integration_status == IntegrationStatus.CONNECTED

@@ -15,7 +15,7 @@ from flask import Flask
 from sqlalchemy import select
 
 from models import ApiKey, Callback, CompanyEvent, WebhookEvent, WhatsAppSession, db
-from services import api_keys
+from services.access import api_keys
 from tests.factories import make_company
 from tests.support import ROOT, Backends
 

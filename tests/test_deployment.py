@@ -44,7 +44,7 @@ def test_every_app_command_refers_to_existing_code():
 
 
 def test_env_example_lists_every_setting():
-    from services.settings import Settings
+    from services.platform.settings import Settings
 
     documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     missing = {name.upper() for name in Settings.model_fields} - documented

@@ -11,8 +11,8 @@ import pytest
 from alembic import command
 from flask import Flask
 
-from services.pubsub import MemoryEventBus
-from services.schema import alembic_config
+from services.platform.pubsub import MemoryEventBus
+from services.platform.schema import alembic_config
 from tests.support import ROOT, wait_until
 
 
@@ -156,7 +156,7 @@ def test_commands_in_development_find_the_running_embedded_stack(tmp_path):
     """``make run`` leaves var/devstack.env; a CLI in another terminal reads it, production never does."""
     (tmp_path / "var").mkdir()
     (tmp_path / "var" / "devstack.env").write_text("REDIS_URL=redis://127.0.0.1:6390/0\nSECRET_KEY=from-devstack\n")
-    code = "from services.settings import load_settings as l; s = l(); print(s.redis_url, s.secret_key)"
+    code = "from services.platform.settings import load_settings as l; s = l(); print(s.redis_url, s.secret_key)"
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
 
     def run(**extra: str) -> subprocess.CompletedProcess[str]:

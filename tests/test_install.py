@@ -11,8 +11,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from models import Company, CompanyEvent, IntegrationStatus, db
-from services import install, tokens
-from tests.fake_yclients import PARTNER_TOKEN, signed_user_data
+from services.access import install_signature, tokens
+from tests.fakes.yclients import PARTNER_TOKEN, signed_user_data
 
 USER = {"id": 123, "name": "Мария", "phone": "79001234567", "email": "owner@example.com",
         "is_approved": True, "avatar": "", "salon_name": "Салон Мария"}
@@ -64,7 +64,7 @@ def test_a_signature_cannot_be_moved_to_another_salon(client, ctx):
     user_data, sign = signed_user_data(USER)
     _connect_params(_install(client, salon_id=700004, user_data=user_data, user_data_sign=sign))
     response = _install(client, salon_id=700005, user_data=user_data, user_data_sign=sign)
-    assert response.status_code == 403 and install.SIGNATURE_REUSED in response.get_data(as_text=True)
+    assert response.status_code == 403 and install_signature.SIGNATURE_REUSED in response.get_data(as_text=True)
     assert db.session.query(Company).filter_by(salon_id=700005).count() == 0
 
 
@@ -76,15 +76,18 @@ def _forged_variants() -> list:
     over_base64_text = hmac.new(PARTNER_TOKEN.encode(), user_data.encode(), hashlib.sha256).hexdigest()
     wrong_key = hmac.new(b"another-partner-token", raw, hashlib.sha256).hexdigest()
     return [
-        pytest.param({"user_data": user_data}, install.MISSING_SIGNATURE, id="missing-sign"),
-        pytest.param({"user_data_sign": good}, install.MISSING_SIGNATURE, id="missing-user-data"),
-        pytest.param({}, install.MISSING_SIGNATURE, id="nothing"),
-        pytest.param({"user_data": tampered, "user_data_sign": good}, install.BAD_SIGNATURE, id="tampered-data"),
-        pytest.param({"user_data": user_data, "user_data_sign": over_base64_text}, install.BAD_SIGNATURE,
+        pytest.param({"user_data": user_data}, install_signature.MISSING_SIGNATURE, id="missing-sign"),
+        pytest.param({"user_data_sign": good}, install_signature.MISSING_SIGNATURE, id="missing-user-data"),
+        pytest.param({}, install_signature.MISSING_SIGNATURE, id="nothing"),
+        pytest.param({"user_data": tampered, "user_data_sign": good}, install_signature.BAD_SIGNATURE,
+                     id="tampered-data"),
+        pytest.param({"user_data": user_data, "user_data_sign": over_base64_text}, install_signature.BAD_SIGNATURE,
                      id="signed-base64-text"),
-        pytest.param({"user_data": user_data, "user_data_sign": wrong_key}, install.BAD_SIGNATURE, id="wrong-key"),
-        pytest.param({"user_data": user_data, "user_data_sign": good[:-2]}, install.BAD_SIGNATURE, id="truncated"),
-        pytest.param({"user_data": "!!!not base64!!!", "user_data_sign": good}, install.BAD_SIGNATURE,
+        pytest.param({"user_data": user_data, "user_data_sign": wrong_key}, install_signature.BAD_SIGNATURE,
+                     id="wrong-key"),
+        pytest.param({"user_data": user_data, "user_data_sign": good[:-2]}, install_signature.BAD_SIGNATURE,
+                     id="truncated"),
+        pytest.param({"user_data": "!!!not base64!!!", "user_data_sign": good}, install_signature.BAD_SIGNATURE,
                      id="not-base64"),
     ]
 
@@ -115,7 +118,7 @@ def test_without_a_partner_token_installs_are_refused(make_app, ctx):
     open_app = make_app(yclients_partner_token="")
     user_data, sign = signed_user_data(USER)
     response = _install(open_app.test_client(), salon_id=700012, user_data=user_data, user_data_sign=sign)
-    assert response.status_code == 403 and install.NOT_CONFIGURED in response.get_data(as_text=True)
+    assert response.status_code == 403 and install_signature.NOT_CONFIGURED in response.get_data(as_text=True)
 
 
 def test_reinstall_of_an_uninstalled_salon_starts_it_again(client, ctx, company_factory):

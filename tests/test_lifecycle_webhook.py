@@ -15,12 +15,14 @@ from sqlalchemy import select, update
 
 from integrations.whatsapp import GatewayError
 from models import Company, CompanyEvent, EventStatus, IntegrationStatus, WebhookEvent, db, utcnow
-from services import api_keys, runtime, webhook_secrets, whatsapp
-from services.pubsub import company_channel
+from services.access import api_keys, webhook_secrets
+from services.platform import runtime
+from services.platform.pubsub import company_channel
 from services.webhooks import lifecycle, processing
 from services.webhooks.parsing import digest
+from services.whatsapp import sessions
 from tasks.whatsapp import logout, stop_session
-from tests.fake_yclients import signed_user_data
+from tests.fakes.yclients import signed_user_data
 from tests.support import Backends, free_port, wait_until
 
 PARTNER_TOKEN = "partner-token-0123456789"
@@ -253,9 +255,9 @@ def test_session_end_is_retried_while_the_gateway_fails(ctx, company_factory, mo
         if len(calls) < 3:
             raise GatewayError("gateway unavailable")
 
-    monkeypatch.setattr(whatsapp, "end_session", lambda company_id, reason: f"company-{company_id}")
-    monkeypatch.setattr(whatsapp, "call_gateway", flaky)
-    monkeypatch.setattr(whatsapp, "reconnect_delay", lambda attempt: 0)
+    monkeypatch.setattr(sessions, "end_session", lambda company_id, reason: f"company-{company_id}")
+    monkeypatch.setattr(sessions, "call_gateway", flaky)
+    monkeypatch.setattr(sessions, "reconnect_delay", lambda attempt: 0)
     assert task.apply(args=[made.id]).get() == outcome
     assert calls == [(action, f"company-{made.id}")] * 3
     calls.clear()
@@ -270,9 +272,9 @@ def test_a_retried_session_end_tells_the_pages_once(ctx, company_factory):
     unsubscribe = runtime.bus().subscribe(company_channel(made.id), pushed.append)
     try:
         for _ in range(3):  # the first run, then two retries after gateway failures
-            whatsapp.end_session(made.id, "logged_out")
+            sessions.end_session(made.id, "logged_out")
             db.session.commit()
-        whatsapp.end_session(made.id, "stopped")  # a different end is news again
+        sessions.end_session(made.id, "stopped")  # a different end is news again
         db.session.commit()
         wait_until(lambda: len(pushed) >= 2)
         time.sleep(0.3)  # room for a wrongly repeated event to arrive

@@ -12,8 +12,8 @@ import pytest
 import redis
 from flask import Flask
 
-from services import tokens
-from services.logs import Redactor, configure_logging, mask_phone
+from services.access import tokens
+from services.platform.logs import Redactor, configure_logging, mask_phone
 from tests.support import Backends, ServiceProcess, wait_until
 
 PARTNER_TOKEN = "partner-token-abcdefghijklmnop"

@@ -8,8 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from models import ApiKey, Company, CompanyEvent, IntegrationStatus, db
-from services import api_keys, tokens
-from services.registration import (
+from services.access import api_keys, tokens
+from services.companies.registration import (
     ALREADY_REGISTERED,
     BAD_EMAIL,
     BAD_JSON,
@@ -18,7 +18,7 @@ from services.registration import (
     MISSING_SALON_ID,
     PROOF_REQUIRED,
 )
-from tests.fake_yclients import signed_user_data
+from tests.fakes.yclients import signed_user_data
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import jwt
 import pytest
 
 from models import ApiKey, db
-from services import api_keys, tokens, webhook_secrets
-from services.errors import Unauthorized
+from services.access import api_keys, tokens, webhook_secrets
+from services.platform.errors import Unauthorized
 from tests.support import TEST_SECRET
 
 

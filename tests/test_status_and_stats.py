@@ -9,7 +9,7 @@ import jwt
 import pytest
 
 from models import CompanyEvent, IntegrationStatus, SessionStatus, WhatsAppSession, db
-from services import tokens
+from services.access import tokens
 from tests.support import TEST_SECRET
 
 REFERENCE_FIELDS = ["success", "company_id", "whatsapp_connected", "whatsapp_phone", "integration_status",

@@ -8,7 +8,8 @@ import json
 import redis
 
 from models import db
-from services import parcels, whatsapp_codes, whatsapp_gateway
+from services.platform import parcels
+from services.whatsapp import codes, gateway
 from tests.factories import make_company
 
 
@@ -18,10 +19,10 @@ def test_phone_numbers_stay_out_of_task_arguments(make_app, backends):
     with redis.Redis.from_url(backends.redis_url) as client, app.app_context():
         try:
             company = make_company()
-            whatsapp_codes.request_pairing_code(company.id, "+7 900 123-45-67")
+            codes.request_pairing_code(company.id, "+7 900 123-45-67")
             db.session.commit()
             event = {"event": "session.status", "me": {"id": "79001234567@c.us"}, "payload": {"status": "WORKING"}}
-            whatsapp_gateway.deliver_event(event)
+            gateway.deliver_event(event)
 
             messages = [json.loads(m) for m in client.lrange(f"{namespace}:celery", 0, -1)]
             calls = {m["headers"]["task"]: json.loads(base64.b64decode(m["body"]))[0] for m in messages}

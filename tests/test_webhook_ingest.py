@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, text
 
 from models import EventStatus, WebhookEvent, db
-from services.metrics import WEBHOOKS_RECEIVED
+from services.platform.metrics import WEBHOOKS_RECEIVED
 from tests.support import Backends, free_port
 
 OK = {"success": True}

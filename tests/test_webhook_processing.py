@@ -11,8 +11,8 @@ from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import select, text
 
 from models import Booking, Client, EventStatus, WebhookEvent, db, utcnow
-from services import runtime
-from services.pubsub import company_channel
+from services.platform import runtime
+from services.platform.pubsub import company_channel
 from services.webhooks import mirror, processing
 from services.webhooks.ingest import insert_event
 from tests.support import wait_until

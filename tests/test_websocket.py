@@ -15,7 +15,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from models import db
-from services import whatsapp_gateway
+from services.whatsapp import gateway
 from tests.factories import make_company
 from tests.support import wait_until
 from tests.whatsapp_stack import Stack, start_stack
@@ -96,7 +96,7 @@ def test_a_worker_publishes_and_only_that_companys_socket_receives(live_server, 
     qr = alice.wait_for("qr", timeout=15)
     assert qr["companyId"] == first.id and qr["qr"].startswith("data:image/png;base64,") and qr["expires_in"] > 0
     # The phone scans: the worker publishes whatsapp.connected.
-    whatsapp_gateway.simulate_scan(first.id, "+79001234567")
+    gateway.simulate_scan(first.id, "+79001234567")
     assert alice.wait_for("whatsapp.connected") == {"phone": "+79001234567", "companyId": first.id}
     db.session.remove()
     # Bob's socket saw none of it.

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 
 from models import Company, CompanyEvent, SessionStatus, WhatsAppSession, db
-from services import whatsapp_gateway
+from services.whatsapp import gateway
 from tests.factories import make_company
 from tests.support import free_port, wait_until
 from tests.whatsapp_stack import Stack, collect, events_named, start_stack
@@ -59,7 +59,7 @@ def test_qr_endpoint_answers_a_png_data_uri_with_the_seconds_left(sim):
     assert base64.b64decode(body["qr"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert 0 < body["expires_in"] <= 3
     assert _company(company.id).integration_status == "connecting"
-    code = whatsapp_gateway.gateway().qr(whatsapp_gateway.session_name(company.id))
+    code = gateway.gateway().qr(gateway.session_name(company.id))
     assert code is not None and QR_STRING.match(code.value)
     # The same live QR is served again (from the cache) with less time left, not a new one.
     again = _first_qr(sim, company.token)
@@ -111,7 +111,7 @@ def test_scan_restarts_then_connects_and_sends_the_activation_callback(sim):
     received, unsubscribe = collect(sim.app, company.id)
     try:
         _first_qr(sim, company.token)
-        assert whatsapp_gateway.simulate_scan(company.id, "+7 900 123-45-67") == "79001234567"
+        assert gateway.simulate_scan(company.id, "+7 900 123-45-67") == "79001234567"
         wait_until(lambda: events_named(received, "whatsapp.connected"), timeout=10)
         assert events_named(received, "whatsapp.connected") == [{"phone": "+79001234567", "companyId": company.id}]
         row = _session(company.id)
@@ -154,7 +154,7 @@ def test_pairing_code_links_by_phone_number(sim):
     assert 0 < body["expires_in"] <= 7
     assert _session(company.id).pairing_phone == "+79005556677"  # type: ignore[union-attr]
     # Typing the code on the phone links that phone.
-    whatsapp_gateway.simulate_scan(company.id)
+    gateway.simulate_scan(company.id)
     wait_until(lambda: _company(company.id).whatsapp_phone == "+79005556677", timeout=10)
     again = client.post(f"/marketplace/pairing-code/{company.token}", json={"phone": "+79005556677"})
     assert again.status_code == 409
@@ -164,7 +164,7 @@ def _connected(sim: Stack) -> tuple[int, list[dict]]:
     company = make_company()
     received, _unsubscribe = collect(sim.app, company.id)
     _first_qr(sim, company.token)
-    whatsapp_gateway.simulate_scan(company.id, "+79001234567")
+    gateway.simulate_scan(company.id, "+79001234567")
     wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
     return company.id, received
 
@@ -173,7 +173,7 @@ def _connected(sim: Stack) -> tuple[int, list[dict]]:
                                                (402, "temporary_ban")])
 def test_terminal_disconnects_do_not_reconnect(sim, code, reason):
     company_id, received = _connected(sim)
-    whatsapp_gateway.simulate_disconnect(company_id, code)
+    gateway.simulate_disconnect(company_id, code)
     wait_until(lambda: _company(company_id).integration_status == "disconnected", timeout=10)
     assert {"companyId": company_id, "reason": reason} in events_named(received, "whatsapp.disconnected")
     row = _session(company_id)
@@ -184,7 +184,7 @@ def test_terminal_disconnects_do_not_reconnect(sim, code, reason):
 
 def test_replaced_session_stops_without_fighting(sim):
     company_id, received = _connected(sim)
-    whatsapp_gateway.simulate_disconnect(company_id, 440)
+    gateway.simulate_disconnect(company_id, 440)
     wait_until(lambda: _session(company_id).status == SessionStatus.STOPPED, timeout=10)  # type: ignore[union-attr]
     assert {"companyId": company_id, "reason": "replaced"} in events_named(received, "whatsapp.disconnected")
     assert _company(company_id).integration_status == "disconnected"
@@ -193,7 +193,7 @@ def test_replaced_session_stops_without_fighting(sim):
 def test_transient_disconnect_reconnects_with_backoff_and_keeps_the_company_active(sim):
     company_id, received = _connected(sim)
     connected_before = len(events_named(received, "whatsapp.connected"))
-    whatsapp_gateway.simulate_disconnect(company_id, 428)
+    gateway.simulate_disconnect(company_id, 428)
     wait_until(lambda: {"companyId": company_id, "reason": "connection_lost"}
                in events_named(received, "whatsapp.disconnected"), timeout=10)
     wait_until(lambda: len(events_named(received, "whatsapp.connected")) > connected_before, timeout=10)
@@ -210,7 +210,7 @@ def test_logout_and_stop_tasks_end_the_session(sim):
     assert celery.send_task("whatsapp.stop_session", args=[company_id]).get(timeout=10) == "stopped"
     assert _session(company_id).status == SessionStatus.STOPPED  # type: ignore[union-attr]
     assert celery.send_task("whatsapp.logout", args=[company_id]).get(timeout=10) == "logged_out"
-    info = whatsapp_gateway.gateway().info(whatsapp_gateway.session_name(company_id))
+    info = gateway.gateway().info(gateway.session_name(company_id))
     assert info.status == "STOPPED" and info.phone is None
     reasons = [d["reason"] for d in events_named(received, "whatsapp.disconnected")]
     assert "stopped" in reasons and "logged_out" in reasons

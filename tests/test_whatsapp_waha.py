@@ -14,7 +14,7 @@ import requests
 
 from models import Company, SessionStatus, WhatsAppSession, db
 from tests.factories import make_company
-from tests.fake_waha import API_KEY, FakeWaha
+from tests.fakes.waha import API_KEY, FakeWaha
 from tests.support import wait_until
 from tests.whatsapp_stack import Stack, start_stack
 

@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from services.pubsub import MemoryEventBus
+from services.platform.pubsub import MemoryEventBus
 from web import ws_hub
 
 

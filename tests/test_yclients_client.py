@@ -7,7 +7,7 @@ import time
 import pytest
 
 from integrations.yclients import ACCEPT, Outcome, YClientsPartnerClient, classify
-from tests import fake_yclients as fy
+from tests.fakes import yclients as fy
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import redis
 from flask import Flask
 
-from tests.fake_yclients import APPLICATION_ID, PARTNER_TOKEN, FakeYClients
+from tests.fakes.yclients import APPLICATION_ID, PARTNER_TOKEN, FakeYClients
 from tests.support import Backends, ServiceProcess, free_port, wait_until, web_command, worker_command
 
 SHORT_TIMINGS = {"SIMULATOR_QR_FIRST_TTL": "3", "SIMULATOR_QR_TTL": "2", "SIMULATOR_QR_COUNT": "3"}
@@ -101,7 +101,7 @@ def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env:
 
 def collect(app: Flask, company_id: int) -> tuple[list[dict[str, Any]], Callable[[], None]]:
     """Subscribe to a company's events on ``app``'s bus: (received messages, unsubscribe)."""
-    from services.pubsub import company_channel
+    from services.platform.pubsub import company_channel
 
     received: list[dict[str, Any]] = []
     unsubscribe = app.extensions["bus"].subscribe(company_channel(company_id), received.append)

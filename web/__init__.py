@@ -10,9 +10,9 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from models import db
-from services.logs import configure_logging
-from services.pubsub import EventBus, MemoryEventBus, RedisEventBus
-from services.settings import Settings, load_settings
+from services.platform.logs import configure_logging
+from services.platform.pubsub import EventBus, MemoryEventBus, RedisEventBus
+from services.platform.settings import Settings, load_settings
 from tasks import celery_init_app
 from web.cli_admin import register_admin_commands
 from web.cli_webhooks import webhooks_cli

@@ -8,9 +8,9 @@ from typing import Any, TypeVar
 
 from flask import request
 
-from services import api_keys
-from services.api_keys import Principal
-from services.errors import Unauthorized
+from services.access import api_keys
+from services.access.api_keys import Principal
+from services.platform.errors import Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PRINCIPAL = "ycwa.principal"

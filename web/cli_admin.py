@@ -12,8 +12,10 @@ from flask import Flask
 from flask.cli import AppGroup, with_appcontext
 
 from models import ApiKey, db
-from services import callbacks, companies, company_report, key_admin
-from services.errors import ServiceError
+from services.access import key_admin
+from services.callbacks import activation
+from services.companies import queries, report
+from services.platform.errors import ServiceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -130,11 +132,11 @@ def _print_overview(report: dict[str, Any]) -> None:
 @_one_transaction
 def show_company_command(company_id: int, limit: int, as_json: bool) -> None:
     """Status, WhatsApp session, recent events, callbacks and webhook events (no secrets)."""
-    report = company_report.company_overview(company_id, limit)
+    overview = report.company_overview(company_id, limit)
     if as_json:
-        click.echo(json.dumps(report, ensure_ascii=False, indent=2))
+        click.echo(json.dumps(overview, ensure_ascii=False, indent=2))
     else:
-        _print_overview(report)
+        _print_overview(overview)
 
 
 @click.command("stats")
@@ -143,7 +145,7 @@ def show_company_command(company_id: int, limit: int, as_json: bool) -> None:
 @_one_transaction
 def stats_command(as_json: bool) -> None:
     """The connection stats of ``GET /marketplace/companies``."""
-    stats = companies.connection_stats()
+    stats = queries.connection_stats()
     if as_json:
         click.echo(json.dumps(stats, ensure_ascii=False, indent=2))
         return
@@ -162,7 +164,7 @@ callbacks_cli = AppGroup("callbacks", help="Activation callbacks to YClients.")
 @_one_transaction
 def resend_callback_command(company_id: int) -> None:
     """Queue the activation callback for the company again (sent by the worker)."""
-    row = callbacks.resend_callback(company_id)
+    row = activation.resend_callback(company_id)
     click.echo(f"callback {row.id} for company {company_id}: {row.status}, queued for the worker")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
-from services.errors import InvalidInput
+from services.platform.errors import InvalidInput
 from services.webhooks import admin
 
 webhooks_cli = AppGroup("webhooks", help="Inspect and replay the webhook inbox.")

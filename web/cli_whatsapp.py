@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 from flask.cli import AppGroup
 
-from services import whatsapp_gateway
-from services.errors import ServiceError
+from services.platform.errors import ServiceError
+from services.whatsapp import gateway
 
 whatsapp_cli = AppGroup("whatsapp", help="WhatsApp sessions (simulator controls).")
 
@@ -17,7 +17,7 @@ whatsapp_cli = AppGroup("whatsapp", help="WhatsApp sessions (simulator controls)
 def simulate_scan(company_id: int, phone: str) -> None:
     """Simulator: the salon's phone scans the QR now shown for COMPANY_ID."""
     try:
-        linked = whatsapp_gateway.simulate_scan(company_id, phone)
+        linked = gateway.simulate_scan(company_id, phone)
     except ServiceError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"scanned: company {company_id} links +{linked}")
@@ -30,7 +30,7 @@ def simulate_scan(company_id: int, phone: str) -> None:
 def simulate_disconnect(company_id: int, code: int) -> None:
     """Simulator: WhatsApp drops COMPANY_ID's session with CODE."""
     try:
-        whatsapp_gateway.simulate_disconnect(company_id, code)
+        gateway.simulate_disconnect(company_id, code)
     except ServiceError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"disconnected: company {company_id} with code {code}")

@@ -9,7 +9,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from models import db
-from services import errors
+from services.platform import errors
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 
-from services import runtime
+from services.platform import runtime
 from web.auth import presented_api_key, presented_token
 from web.extensions import limiter
 

@@ -9,8 +9,8 @@ import uuid
 
 from flask import Flask, Response, g, request
 
-from services import logs
-from services.metrics import HTTP_LATENCY, HTTP_REQUESTS
+from services.platform import logs
+from services.platform.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 log = logging.getLogger("web.request")
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from simple_websocket import ConnectionClosed, Server
 
-from services.pubsub import EventBus, Message, company_channel
+from services.platform.pubsub import EventBus, Message, company_channel
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from integrations.whatsapp.waha import WahaGateway
 if TYPE_CHECKING:
     from redis import Redis
 
-    from services.settings import Settings
+    from services.platform.settings import Settings
 
 __all__ = [
     "Deliver", "GatewayError", "GatewayEvent", "QrCode", "Schedule", "SessionInfo", "SimulatorGateway",

@@ -9,8 +9,8 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 
 from models import EventStatus, WebhookEvent, db, utcnow
-from services import runtime
-from services.errors import InvalidInput
+from services.platform import runtime
+from services.platform.errors import InvalidInput
 from services.webhooks import EVENTS
 from services.webhooks.ingest import enqueue
 

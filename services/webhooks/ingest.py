@@ -18,8 +18,8 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import EventStatus, db, utcnow
-from services import runtime
-from services.metrics import WEBHOOKS_RECEIVED
+from services.platform import runtime
+from services.platform.metrics import WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
 
 log = logging.getLogger(__name__)

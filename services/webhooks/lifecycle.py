@@ -20,7 +20,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from models import Company, CompanyEvent, EventSource, IntegrationStatus, WebhookEvent, db, utcnow
-from services import api_keys, company_events, runtime, webhook_secrets
+from services.access import api_keys, webhook_secrets
+from services.companies import company_events
+from services.platform import runtime
 from services.webhooks.ingest import Received, rejected_values, store
 from services.webhooks.parsing import Malformed, digest, excerpt, load_json_object
 
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 EVENT_TYPES = ("lifecycle.uninstall", "lifecycle.freeze")
 INVALID_TOKEN = "invalid partner token"
 SESSION_TASK = {"lifecycle.uninstall": "whatsapp.logout", "lifecycle.freeze": "whatsapp.stop_session"}
-# Company events that start an installation (services.registration records them).
+# Company events that start an installation (services.companies.registration records them).
 INSTALLATION_KINDS = ("registered", "reinstalled")
 
 

@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import and_, or_, select, tuple_, update
 
 from models import EventStatus, WebhookEvent, db, utcnow
-from services import runtime
-from services.company_events import publish_after_commit
+from services.companies.company_events import publish_after_commit
+from services.platform import runtime
 from services.webhooks import EVENTS, lifecycle, mirror
 from services.webhooks.parsing import BOOKING_TYPES, CLIENT_TYPES
 

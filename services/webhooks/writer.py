@@ -25,8 +25,9 @@ from sqlalchemy import Connection, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Company, EventSource, EventStatus, db, utcnow
-from services import runtime, webhook_secrets
-from services.metrics import WEBHOOKS_RECEIVED
+from services.access import webhook_secrets
+from services.platform import runtime
+from services.platform.metrics import WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
 from services.webhooks.ingest import MAX_DB_INT, Outcome, Received, rejected_values, store
 from services.webhooks.parsing import Malformed, excerpt, parse_delivery

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Response, jsonify, request
 
-from services.errors import InvalidInput
+from services.platform.errors import InvalidInput
 from services.webhooks import admin
 from web.auth import require_admin
 from web.limits import protected_limit

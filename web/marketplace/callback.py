@@ -7,9 +7,12 @@ from typing import Any
 from flask import url_for
 
 from models import CallbackStatus, db
-from services import api_keys, callbacks, companies, runtime
-from services.api_keys import Principal
-from services.errors import Unauthorized, UpstreamError
+from services.access import api_keys
+from services.access.api_keys import Principal
+from services.callbacks import activation
+from services.companies import queries
+from services.platform import runtime
+from services.platform.errors import Unauthorized, UpstreamError
 from web.auth import current_principal, presented_api_key
 from web.limits import protected_limit
 from web.marketplace import bp
@@ -36,11 +39,11 @@ def send_callback() -> tuple[dict[str, Any], int] | tuple[dict[str, Any], int, d
     """Send the company's activation callback and wait briefly for YClients' answer."""
     payload = json_object()
     principal = _principal(payload)
-    company_id = companies.company_for_principal(payload.get("company_id"), payload.get("salon_id"), principal)
-    row = callbacks.resend_callback(company_id)
+    company_id = queries.company_for_principal(payload.get("company_id"), payload.get("salon_id"), principal)
+    row = activation.resend_callback(company_id)
     db.session.commit()
-    row = callbacks.wait_for_final(row.id, runtime.settings().callback_wait_seconds)
-    state = callbacks.describe(row)
+    row = activation.wait_for_final(row.id, runtime.settings().callback_wait_seconds)
+    state = activation.describe(row)
     if row.status == CallbackStatus.SENT:
         return {"success": True, "message": SENT, "data": state}, 200
     if row.status in CallbackStatus.FINAL:
@@ -58,4 +61,4 @@ def callback_status(callback_id: int) -> dict[str, Any]:
     principal = current_principal()
     if principal is None:
         raise Unauthorized("Unauthorized")
-    return {"success": True, "data": callbacks.callback_state(callback_id, principal)}
+    return {"success": True, "data": activation.callback_state(callback_id, principal)}

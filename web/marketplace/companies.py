@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from services import companies
+from services.companies import queries
 from web.auth import presented_api_key, presented_token, require_admin
 from web.limits import protected_limit
 from web.marketplace import bp
@@ -14,7 +14,7 @@ from web.marketplace import bp
 @protected_limit
 def company_status(company_id: int) -> dict[str, Any]:
     """The company's connection status for its connect token, its API key or the admin key."""
-    status = companies.company_status(company_id, presented_api_key(), presented_token())
+    status = queries.company_status(company_id, presented_api_key(), presented_token())
     return {"success": True, **status}
 
 
@@ -23,4 +23,4 @@ def company_status(company_id: int) -> dict[str, Any]:
 @require_admin
 def connection_stats() -> dict[str, Any]:
     """Connection stats of every company (admin key)."""
-    return {"success": True, "stats": companies.connection_stats()}
+    return {"success": True, "stats": queries.connection_stats()}

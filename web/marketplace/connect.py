@@ -9,8 +9,10 @@ from typing import Any
 
 from flask import Response, jsonify, render_template, request
 
-from services import runtime, tokens, whatsapp, whatsapp_codes, whatsapp_gateway
-from services.errors import NotFound, Unauthorized
+from services.access import tokens
+from services.platform import runtime
+from services.platform.errors import NotFound, Unauthorized
+from services.whatsapp import codes, gateway, sessions
 from web.errors import error_response
 from web.limits import public_limit
 from web.marketplace import bp
@@ -37,15 +39,15 @@ def connect_page() -> Any:
     token = request.args.get("token", "")
     try:
         claims = tokens.verify_connect_token(token)
-        company = whatsapp.get_company(int(claims["company_id"]))
+        company = sessions.get_company(int(claims["company_id"]))
     except (Unauthorized, NotFound):
         return _invalid_link()
     ids = (request.args.get("company"), request.args.get("salon"))
     if ids != (str(company.id), str(company.salon_id)) or claims.get("salon_id") not in (None, company.salon_id):
         return _invalid_link()
     return render_template(
-        "connect.html", token=token, company=company, simulator=whatsapp_gateway.simulator_active(),
-        qr_limit=whatsapp.qr_timings()[2],
+        "connect.html", token=token, company=company, simulator=gateway.simulator_active(),
+        qr_limit=sessions.qr_timings()[2],
     )
 
 
@@ -55,8 +57,8 @@ def qr_code(token: str) -> Any:
     """The reference's QR answer (``qr`` data URI, ``expires_in``); a clear answer once connected."""
     company_id = _token_company(token)
     try:
-        answer = whatsapp_codes.obtain_qr(company_id)
-    except whatsapp_codes.QrUnavailable as exc:
+        answer = codes.obtain_qr(company_id)
+    except codes.QrUnavailable as exc:
         return error_response(500, exc.message)
     return jsonify(success=True, **answer)
 
@@ -71,7 +73,7 @@ def _body_phone() -> Any:
 @public_limit
 def pairing_code(token: str) -> Response:
     """An 8-character pairing code for the phone number in the body (``{"phone"}``)."""
-    answer = whatsapp_codes.obtain_pairing_code(_token_company(token), _body_phone())
+    answer = codes.obtain_pairing_code(_token_company(token), _body_phone())
     return jsonify(success=True, **answer)
 
 
@@ -79,7 +81,7 @@ def pairing_code(token: str) -> Response:
 @public_limit
 def simulate_scan(token: str) -> Response:
     """Simulator only (404 otherwise): the phone scans the QR shown on the page."""
-    linked = whatsapp_gateway.simulate_scan(_token_company(token), _body_phone() or None)
+    linked = gateway.simulate_scan(_token_company(token), _body_phone() or None)
     return jsonify(success=True, phone="+" + linked)
 
 
@@ -96,5 +98,5 @@ def gateway_events() -> Any:
     event = request.get_json(silent=True)
     if not isinstance(event, dict):
         return error_response(400, "Некорректный запрос")
-    whatsapp_gateway.deliver_event(event)
+    gateway.deliver_event(event)
     return jsonify(success=True)

@@ -6,8 +6,8 @@ import hmac
 
 from flask import Response, request
 
-from services import metrics, runtime
-from services.errors import Unauthorized
+from services.platform import metrics, runtime
+from services.platform.errors import Unauthorized
 from web.auth import current_principal
 from web.marketplace import bp
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Response, jsonify, render_template
 
-from services import health
+from services.platform import health
 from web.marketplace import bp
 
 ENDPOINTS = {

@@ -8,8 +8,9 @@ from flask import redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from models import db
-from services import install, registration
-from services.errors import Forbidden, InvalidInput
+from services.access import install_signature
+from services.companies import registration
+from services.platform.errors import Forbidden, InvalidInput
 from web.auth import current_principal
 from web.limits import public_limit
 from web.marketplace import bp
@@ -34,7 +35,7 @@ def register() -> tuple[dict[str, Any], int]:
     data = registration.parse_registration(payload)
     user = None
     if payload.get("user_data") or payload.get("user_data_sign"):
-        user = install.verify_user_data(payload.get("user_data"), payload.get("user_data_sign"))
+        user = install_signature.verify_user_data(payload.get("user_data"), payload.get("user_data_sign"))
     result = registration.register_company(data, current_principal(), user)
     db.session.commit()
     return result.as_json(), 201 if result.created else 200
@@ -45,7 +46,7 @@ def register() -> tuple[dict[str, Any], int]:
 def install_redirect() -> Response | tuple[str, int]:
     """Verify YClients' signed redirect, register or re-attach the salon, send the owner to its connect page."""
     try:
-        user = install.verify_user_data(request.args.get("user_data"), request.args.get("user_data_sign"))
+        user = install_signature.verify_user_data(request.args.get("user_data"), request.args.get("user_data_sign"))
         salon_value = request.args.get("salon_id") or next(iter(request.args.getlist("salon_ids[]")), None)
         salon_id = registration.parse_salon_id(salon_value)
         result = registration.install_company(salon_id, user)

@@ -14,7 +14,7 @@ import threading
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from services import runtime
+from services.platform import runtime
 from services.webhooks import lifecycle
 from services.webhooks.writer import InboxWriter
 from web.errors import error_response

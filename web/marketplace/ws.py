@@ -18,9 +18,11 @@ from limits import parse
 from simple_websocket import ConnectionClosed, Server
 
 from models import db
-from services import runtime, tokens, whatsapp, whatsapp_codes
-from services.errors import ServiceError, Unauthorized
-from services.metrics import WEBSOCKET_CONNECTIONS
+from services.access import tokens
+from services.platform import runtime
+from services.platform.errors import ServiceError, Unauthorized
+from services.platform.metrics import WEBSOCKET_CONNECTIONS
+from services.whatsapp import codes, sessions
 from web import shutdown
 from web.auth import presented_token
 from web.extensions import limiter, sock
@@ -53,18 +55,18 @@ def _authenticate(conn: SocketConnection, data: dict[str, Any], handshake_token:
     asked = data.get("companyId")
     if asked is not None and str(asked) != str(company_id):
         raise Unauthorized(tokens.INVALID_TOKEN)
-    snapshot = whatsapp.snapshot(company_id)
+    snapshot = sessions.snapshot(company_id)
     conn.watch(company_id)
     conn.send("authenticated", {"companyId": company_id})
     conn.send("status", snapshot)
 
 
 def _get_qr(conn: SocketConnection, company_id: int) -> None:
-    linked = whatsapp_codes.connected_answer(company_id)
+    linked = codes.connected_answer(company_id)
     if linked:
         conn.send("whatsapp.connected", {"phone": linked["whatsapp_phone"], "companyId": company_id})
         return
-    found = whatsapp_codes.current_qr(company_id)
+    found = codes.current_qr(company_id)
     db.session.commit()
     if found:
         conn.send("qr", {"qr": found["qr"], "companyId": company_id, "expires_in": found["expires_in"]})
@@ -91,7 +93,7 @@ def _handle(conn: SocketConnection, raw: str | bytes, handshake_token: str | Non
     elif event == "getQR":
         _get_qr(conn, conn.company_id)
     elif event == "getPairingCode":
-        whatsapp_codes.request_pairing_code(conn.company_id, data.get("phone"))
+        codes.request_pairing_code(conn.company_id, data.get("phone"))
         db.session.commit()
     else:
         conn.send("error", {"message": f"Неизвестное событие: {event[:40]}"})

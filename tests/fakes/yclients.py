@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.local_http import LocalHTTPServer
+from tests.fakes.local_http import LocalHTTPServer
 
 PARTNER_TOKEN = "test-partner-token-0123456789"
 APPLICATION_ID = 4242

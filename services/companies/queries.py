@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from models import Company, CompanyEvent, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
-from services import api_keys, tokens
-from services.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from services.access import api_keys, tokens
+from services.platform.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
 NOT_FOUND = "Компания не найдена"
 

@@ -18,10 +18,12 @@ from sqlalchemy.exc import IntegrityError
 
 from integrations.whatsapp.waha import phone_from_me
 from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
-from services import company_events, qr, runtime
-from services.errors import NotFound
-from services.transactions import on_commit
-from services.whatsapp_gateway import company_id_for_session, gateway, session_name
+from services.companies import company_events
+from services.platform import runtime
+from services.platform.errors import NotFound
+from services.platform.transactions import on_commit
+from services.whatsapp import qr
+from services.whatsapp.gateway import company_id_for_session, gateway, session_name
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from models import CompanyEvent, db
-from services import runtime
-from services.transactions import on_commit
+from services.platform import runtime
+from services.platform.transactions import on_commit
 
 
 def record(company_id: int, kind: str, **data: Any) -> CompanyEvent:

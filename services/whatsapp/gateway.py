@@ -8,8 +8,8 @@ from typing import Any, cast
 from flask import current_app
 
 from integrations.whatsapp import GatewayError, SimulatorGateway, WhatsAppGateway, make_gateway
-from services import parcels, runtime
-from services.errors import Conflict, InvalidInput, NotFound
+from services.platform import parcels, runtime
+from services.platform.errors import Conflict, InvalidInput, NotFound
 
 SESSION_PREFIX = "company-"
 HANDLE_EVENT_TASK = "whatsapp.handle_event"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-from tests.local_http import LocalHTTPServer
+from tests.fakes.local_http import LocalHTTPServer
 
 API_KEY = "test-waha-api-key"
 

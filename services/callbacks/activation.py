@@ -26,13 +26,15 @@ from sqlalchemy import select
 
 from integrations.yclients import Outcome, PartnerResponse, YClientsPartnerClient
 from models import ApiKey, Callback, CallbackStatus, Company, IntegrationStatus, db, utcnow
-from services import api_keys, company_events, runtime
-from services.api_keys import Principal
-from services.companies import get_company, iso, status_payload
-from services.errors import Conflict, Forbidden, NotFound, Unavailable
-from services.metrics import CALLBACKS
-from services.transactions import on_commit
-from services.webhook_secrets import webhook_url
+from services.access import api_keys
+from services.access.api_keys import Principal
+from services.access.webhook_secrets import webhook_url
+from services.companies import company_events
+from services.companies.queries import get_company, iso, status_payload
+from services.platform import runtime
+from services.platform.errors import Conflict, Forbidden, NotFound, Unavailable
+from services.platform.metrics import CALLBACKS
+from services.platform.transactions import on_commit
 
 log = logging.getLogger(__name__)
 

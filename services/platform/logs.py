@@ -17,7 +17,7 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
-from services.settings import Settings
+from services.platform.settings import Settings
 
 CONTEXT_FIELDS = ("request_id", "task_id", "task_name")
 _context: ContextVar[dict[str, str] | None] = ContextVar("log_context", default=None)

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import text
 
 from models import db
-from services import runtime
+from services.platform import runtime
 
 SYSTEM_CHANNEL = "system"
 BEAT_STALE_AFTER = 60.0

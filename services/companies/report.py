@@ -7,9 +7,9 @@ from typing import Any
 from sqlalchemy import select
 
 from models import ApiKey, Callback, CompanyEvent, WebhookEvent, WhatsAppSession, db
-from services import webhook_secrets
-from services.companies import get_company, iso
-from services.logs import Redactor
+from services.access import webhook_secrets
+from services.companies.queries import get_company, iso
+from services.platform.logs import Redactor
 
 _redact = Redactor()
 

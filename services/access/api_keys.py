@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 
 from models import ApiKey, db, utcnow
-from services import runtime
+from services.platform import runtime
 
 PREFIX_LENGTH = 10
 

@@ -10,7 +10,7 @@ import json
 import uuid
 from typing import Any
 
-from services import runtime
+from services.platform import runtime
 
 TTL_SECONDS = 24 * 3600
 

@@ -8,7 +8,7 @@ import hmac
 from typing import Protocol
 
 from models import Company
-from services import runtime
+from services.platform import runtime
 
 
 class HasWebhookSecret(Protocol):

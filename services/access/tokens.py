@@ -7,8 +7,8 @@ from typing import Any
 
 import jwt
 
-from services import runtime
-from services.errors import Unauthorized
+from services.platform import runtime
+from services.platform.errors import Unauthorized
 
 CONNECT = "connect"
 INVALID_TOKEN = "Недействительный токен"

@@ -7,8 +7,8 @@ import time
 
 import redis
 
-from services.health import BEAT_STALE_AFTER
-from services.settings import get_settings
+from services.platform.health import BEAT_STALE_AFTER
+from services.platform.settings import get_settings
 
 
 def main() -> int:

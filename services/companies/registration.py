@@ -10,12 +10,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db
-from services import api_keys, company_events, install, runtime, tokens, webhook_secrets
-from services.api_keys import Principal
-from services.callbacks import enqueue_callback
-from services.errors import Conflict, InvalidInput, Unauthorized
-from services.install import MarketplaceUser
-from services.webhook_secrets import webhook_url
+from services.access import api_keys, install_signature, tokens, webhook_secrets
+from services.access.api_keys import Principal
+from services.access.install_signature import MarketplaceUser
+from services.access.webhook_secrets import webhook_url
+from services.callbacks.activation import enqueue_callback
+from services.companies import company_events
+from services.platform import runtime
+from services.platform.errors import Conflict, InvalidInput, Unauthorized
 
 MISSING_SALON_ID = "Отсутствует обязательный параметр salon_id"
 BAD_SALON_ID = "Параметр salon_id должен быть положительным целым числом"
@@ -167,7 +169,7 @@ def register_company(
     ``user`` is a verified YClients install signature. Caller commits.
     """
     if user is not None:
-        install.bind_signature(user.signature, request.salon_id)
+        install_signature.bind_signature(user.signature, request.salon_id)
     for _ in range(2):
         existing = _find(request.salon_id)
         if existing is not None:
@@ -199,7 +201,7 @@ def _reattach(
 
 def install_company(salon_id: int, user: MarketplaceUser) -> Registration:
     """Register or re-attach the salon of a verified install redirect (no API key is shown). Caller commits."""
-    install.bind_signature(user.signature, salon_id)
+    install_signature.bind_signature(user.signature, salon_id)
     for _ in range(2):
         company = _find(salon_id)
         if company is not None:

@@ -10,8 +10,8 @@ if TYPE_CHECKING:
     from celery import Celery
     from redis import Redis
 
-    from services.pubsub import EventBus
-    from services.settings import Settings
+    from services.platform.pubsub import EventBus
+    from services.platform.settings import Settings
 
 
 def settings() -> Settings:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from models import ApiKey, db, utcnow
-from services import api_keys, company_events
-from services.companies import get_company
-from services.errors import InvalidInput
+from services.access import api_keys
+from services.companies import company_events
+from services.companies.queries import get_company
+from services.platform.errors import InvalidInput
 
 DEFAULT_LABEL = "default"
 MIN_PREFIX = 7  # "sk_" and four characters: shorter would match too many keys

@@ -16,7 +16,7 @@ from typing import Any, cast
 import qrcode
 from qrcode.constants import ERROR_CORRECT_M
 
-from services import runtime
+from services.platform import runtime
 
 
 def render_data_uri(value: str) -> str:

@@ -19,8 +19,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from services import runtime
-from services.errors import Forbidden
+from services.platform import runtime
+from services.platform.errors import Forbidden
 
 BAD_SIGNATURE = "Неверная подпись YClients"
 MISSING_SIGNATURE = "Отсутствует подпись YClients (user_data, user_data_sign)"

@@ -11,12 +11,14 @@ from typing import Any
 
 from integrations.whatsapp import GatewayError
 from models import SessionStatus, WhatsAppSession, db, utcnow
-from services import company_events, parcels, qr, runtime
-from services.errors import Conflict, ServiceError, Unavailable
-from services.metrics import PAIRING_CODES_ISSUED, QR_CODES_ISSUED
-from services.transactions import on_commit
-from services.whatsapp import get_company, qr_timings, request_start, session_for
-from services.whatsapp_gateway import gateway, phone_digits
+from services.companies import company_events
+from services.platform import parcels, runtime
+from services.platform.errors import Conflict, ServiceError, Unavailable
+from services.platform.metrics import PAIRING_CODES_ISSUED, QR_CODES_ISSUED
+from services.platform.transactions import on_commit
+from services.whatsapp import qr
+from services.whatsapp.gateway import gateway, phone_digits
+from services.whatsapp.sessions import get_company, qr_timings, request_start, session_for
 
 log = logging.getLogger(__name__)
 QR_FAILED = "Не удалось сгенерировать QR-код"

@@ -1,0 +1,1 @@
+"""Who may do what: API keys, connect tokens, webhook secrets, the YClients install signature."""

@@ -1,0 +1,1 @@
+"""The activation callback to YClients."""

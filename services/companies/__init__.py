@@ -1,0 +1,1 @@
+"""Salons (companies): registration, status and stats, the audit trail, the operator report."""

@@ -1,0 +1,1 @@
+"""Cross-cutting plumbing: settings, app accessors, logs, metrics, pub/sub, transactions, errors, schema, health."""
