@@ -13,7 +13,8 @@ import redis
 from flask import Flask
 
 from services.access import tokens
-from services.platform.logs import Redactor, configure_logging, mask_phone
+from services.phones import mask_phone
+from services.platform.logs import Redactor, configure_logging
 from tests.support import Backends, ServiceProcess, wait_until
 
 PARTNER_TOKEN = "partner-token-abcdefghijklmnop"

@@ -13,11 +13,11 @@ from services.companies.registration import (
     ALREADY_REGISTERED,
     BAD_EMAIL,
     BAD_JSON,
-    BAD_PHONE,
     BAD_SALON_ID,
     MISSING_SALON_ID,
     PROOF_REQUIRED,
 )
+from services.phones import BAD_PHONE
 from tests.fakes.yclients import signed_user_data
 
 

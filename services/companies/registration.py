@@ -16,12 +16,12 @@ from services.access.install_signature import MarketplaceUser
 from services.access.webhook_secrets import webhook_url
 from services.callbacks.activation import enqueue_callback
 from services.companies import company_events
+from services.phones import parse_phone
 from services.platform import runtime
 from services.platform.errors import Conflict, InvalidInput, Unauthorized
 
 MISSING_SALON_ID = "Отсутствует обязательный параметр salon_id"
 BAD_SALON_ID = "Параметр salon_id должен быть положительным целым числом"
-BAD_PHONE = "Некорректный номер телефона: нужно от 10 до 15 цифр"
 BAD_EMAIL = "Некорректный email"
 BAD_JSON = "Некорректный JSON в теле запроса"
 ALREADY_REGISTERED = "Салон уже зарегистрирован: нужен API-ключ компании, ключ администратора или подпись YClients"
@@ -33,7 +33,6 @@ MAX_SALON_ID = 2**63 - 1
 EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,63}$"
 )
-PHONE_PUNCTUATION = re.compile(r"[\s()\-.]")
 DEFAULT_KEY_LABEL = "default"
 # A new install after these reactivates the company.
 REACTIVATED_FROM = (IntegrationStatus.UNINSTALLED, IntegrationStatus.FROZEN)
@@ -84,16 +83,6 @@ def parse_salon_id(value: Any) -> int:
     return value
 
 
-def normalise_phone(value: Any) -> str:
-    """``+`` and 10–15 digits; spaces, dashes, dots and brackets are dropped."""
-    if not isinstance(value, str):
-        raise InvalidInput(BAD_PHONE)
-    digits = PHONE_PUNCTUATION.sub("", value.strip())
-    digits = digits.removeprefix("+")
-    if not (digits.isascii() and digits.isdigit() and 10 <= len(digits) <= 15):
-        raise InvalidInput(BAD_PHONE)
-    return "+" + digits
-
 
 def parse_registration(payload: Any) -> RegistrationRequest:
     """Validate the body; the first failing field decides the message (reference order)."""
@@ -101,7 +90,7 @@ def parse_registration(payload: Any) -> RegistrationRequest:
         raise InvalidInput(BAD_JSON)
     salon_id = parse_salon_id(payload.get("salon_id"))
     phone = payload.get("phone")
-    phone = None if phone in (None, "") else normalise_phone(phone)
+    phone = None if phone in (None, "") else parse_phone(phone)
     email = payload.get("email")
     if email in (None, ""):
         email = None

@@ -17,6 +17,7 @@ from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
+from services.phones import mask_phone
 from services.platform.settings import Settings
 
 CONTEXT_FIELDS = ("request_id", "task_id", "task_name")
@@ -71,13 +72,6 @@ def mask(value: str, keep: int = 6) -> str:
     """The first ``keep`` characters of a secret and an ellipsis (``sk_abc…``)."""
     return value[:keep] + "…"
 
-
-def mask_phone(value: str) -> str:
-    """``+79001234567`` → ``+7900*****67``."""
-    digits = re.sub(r"\D", "", value)
-    if len(digits) < 7:
-        return "*" * len(value)
-    return "+" + digits[:4] + "*" * (len(digits) - 6) + digits[-2:]
 
 
 class Redactor:

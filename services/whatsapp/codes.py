@@ -12,12 +12,13 @@ from typing import Any
 from integrations.whatsapp import GatewayError
 from models import SessionStatus, WhatsAppSession, db, utcnow
 from services.companies import company_events
+from services.phones import parse_phone, whatsapp_digits
 from services.platform import parcels, runtime
 from services.platform.errors import Conflict, ServiceError, Unavailable
 from services.platform.metrics import PAIRING_CODES_ISSUED, QR_CODES_ISSUED
 from services.platform.transactions import on_commit
 from services.whatsapp import qr
-from services.whatsapp.gateway import gateway, phone_digits
+from services.whatsapp.gateway import gateway
 from services.whatsapp.sessions import get_company, qr_timings, request_start, session_for
 
 log = logging.getLogger(__name__)
@@ -158,7 +159,7 @@ def issue_pairing_code(company_id: int, digits: str, nonce: str, last_try: bool 
 
 def request_pairing_code(company_id: int, phone: object) -> str:
     """Validate the phone and enqueue the pairing-code task; returns the request's nonce."""
-    digits = phone_digits(phone)
+    digits = whatsapp_digits(parse_phone(phone))
     if connected_answer(company_id):
         raise Conflict(ALREADY_CONNECTED)
     request_start(company_id)

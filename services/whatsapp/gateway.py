@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, cast
 
 from flask import current_app
 
 from integrations.whatsapp import GatewayError, SimulatorGateway, WhatsAppGateway, make_gateway
+from services.phones import parse_phone, whatsapp_digits
 from services.platform import parcels, runtime
-from services.platform.errors import Conflict, InvalidInput, NotFound
+from services.platform.errors import Conflict, NotFound
 
 SESSION_PREFIX = "company-"
 HANDLE_EVENT_TASK = "whatsapp.handle_event"
@@ -51,15 +51,6 @@ def company_id_for_session(name: object) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def phone_digits(phone: object) -> str:
-    """A phone as WhatsApp wants it (digits with country code); InvalidInput when it is not one."""
-    digits = re.sub(r"\D", "", phone) if isinstance(phone, str) else ""
-    if len(digits) == 11 and digits.startswith("8"):
-        digits = "7" + digits[1:]
-    if not 10 <= len(digits) <= 15:
-        raise InvalidInput("Некорректный номер телефона: нужны 10–15 цифр с кодом страны")
-    return digits
-
 
 def _simulator() -> SimulatorGateway:
     current = gateway()
@@ -70,7 +61,7 @@ def _simulator() -> SimulatorGateway:
 
 def simulate_scan(company_id: int, phone: str | None = None) -> str:
     """Simulator only: the salon's phone scans the current QR (or enters the pairing code)."""
-    digits = phone_digits(phone) if phone else None
+    digits = whatsapp_digits(parse_phone(phone)) if phone else None
     try:
         return _simulator().scan(session_name(company_id), digits)
     except GatewayError:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from integrations.whatsapp.waha import phone_from_me
 from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
 from services.companies import company_events
+from services.phones import from_whatsapp_id
 from services.platform import runtime
 from services.platform.errors import NotFound
 from services.platform.transactions import on_commit
@@ -222,7 +223,7 @@ def _qr_changed(row: WhatsAppSession) -> str:
 def _working(company: Company, row: WhatsAppSession, digits: str | None) -> str:
     was_working = row.status == SessionStatus.WORKING
     row.status, row.failure_reason, row.reconnect_attempts = SessionStatus.WORKING, None, 0
-    row.me_phone = f"+{digits}" if digits else row.me_phone
+    row.me_phone = from_whatsapp_id(digits) or row.me_phone
     company_id = company.id
     on_commit(lambda: qr.forget(company_id))
     if company.integration_status in CLOSED:
