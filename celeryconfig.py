@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from services.platform.jobs import Job
 from services.platform.settings import Settings
 
 # Modules whose @shared_task functions the worker registers.
@@ -52,7 +53,7 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
         "beat_schedule": {
-            "beat-heartbeat": {"task": "health.beat_heartbeat", "schedule": timedelta(seconds=15)},
-            "webhooks-sweep": {"task": "webhooks.sweep", "schedule": timedelta(seconds=5)},
+            "beat-heartbeat": {"task": Job.BEAT_HEARTBEAT, "schedule": timedelta(seconds=15)},
+            "webhooks-sweep": {"task": Job.WEBHOOKS_SWEEP, "schedule": timedelta(seconds=5)},
         },
     }

@@ -8,15 +8,16 @@ import time
 from celery import shared_task
 
 from services.platform import health
+from services.platform.jobs import Job
 
 
-@shared_task(name="health.ping", acks_late=False, expires=30)
+@shared_task(name=Job.HEALTH_PING, acks_late=False, expires=30)
 def ping(nonce: str = "") -> dict[str, object]:
     """Answer the health check and publish a ``health.pong`` on the system channel."""
     return health.pong(nonce, worker=socket.gethostname())
 
 
-@shared_task(name="health.beat_heartbeat", acks_late=False, expires=60)
+@shared_task(name=Job.BEAT_HEARTBEAT, acks_late=False, expires=60)
 def beat_heartbeat() -> float:
     """Record that beat is scheduling (and a worker is running what it schedules)."""
     now = time.time()

@@ -14,6 +14,7 @@ from celery import Task, shared_task
 from integrations.whatsapp import GatewayError
 from models import db
 from services.platform import parcels
+from services.platform.jobs import Job
 from services.whatsapp import codes, gateway, sessions
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ def _gateway_call(company_id: int, action: str, session: str | None) -> bool:
         return False
 
 
-@shared_task(name="whatsapp.start_session", bind=True, max_retries=3)
+@shared_task(name=Job.WHATSAPP_START_SESSION, bind=True, max_retries=3)
 def start_session(self: Task, company_id: int) -> str:
     """Open a new login attempt and ask the gateway to start it (QR codes follow as events)."""
     session = sessions.begin_attempt(company_id)
@@ -45,7 +46,7 @@ def start_session(self: Task, company_id: int) -> str:
     return "failed"
 
 
-@shared_task(name="whatsapp.handle_event")
+@shared_task(name=Job.WHATSAPP_HANDLE_EVENT)
 def handle_event(parcel_id: str) -> str:
     """Apply one gateway ``session.status`` event (parked under ``parcel_id``) to the session and company."""
     event = parcels.fetch(parcel_id)
@@ -56,7 +57,7 @@ def handle_event(parcel_id: str) -> str:
     return outcome
 
 
-@shared_task(name="whatsapp.render_qr")
+@shared_task(name=Job.WHATSAPP_RENDER_QR)
 def render_qr(company_id: int, attempt: int, seq: int) -> bool:
     """Render QR ``seq`` of login ``attempt`` as a PNG data URI, cache it and publish it."""
     message = codes.render_qr(company_id, attempt, seq)
@@ -64,7 +65,7 @@ def render_qr(company_id: int, attempt: int, seq: int) -> bool:
     return message is not None
 
 
-@shared_task(name="whatsapp.pairing_code", bind=True, max_retries=200)
+@shared_task(name=Job.WHATSAPP_PAIRING_CODE, bind=True, max_retries=200)
 def pairing_code(self: Task, company_id: int, phone_parcel: str, nonce: str, deadline: float) -> str:
     """Request a pairing code for the parked phone number once the attempt is waiting for a login."""
     digits = parcels.fetch(phone_parcel)
@@ -77,7 +78,7 @@ def pairing_code(self: Task, company_id: int, phone_parcel: str, nonce: str, dea
     return outcome
 
 
-@shared_task(name="whatsapp.reconnect")
+@shared_task(name=Job.WHATSAPP_RECONNECT)
 def reconnect(company_id: int, attempt: int) -> str:
     """Restart the session for reconnect number ``attempt`` (stale reconnects do nothing)."""
     session = sessions.reconnect_target(company_id, attempt)
@@ -102,20 +103,20 @@ def _end_session(task: Task, company_id: int, reason: str, action: str) -> str:
     return "failed"
 
 
-@shared_task(name="whatsapp.logout", bind=True, max_retries=8)
+@shared_task(name=Job.WHATSAPP_LOGOUT, bind=True, max_retries=8)
 def logout(self: Task, company_id: int) -> str:
     """Unlink the company's WhatsApp (uninstall): the gateway forgets the credentials; a gateway
     failure is retried with backoff (a linked phone left behind after an uninstall is a leak)."""
     return _end_session(self, company_id, "logged_out", "logout")
 
 
-@shared_task(name="whatsapp.stop_session", bind=True, max_retries=8)
+@shared_task(name=Job.WHATSAPP_STOP_SESSION, bind=True, max_retries=8)
 def stop_session(self: Task, company_id: int) -> str:
     """Stop the company's session, keeping its credentials (freeze); gateway failures are retried."""
     return _end_session(self, company_id, "stopped", "stop")
 
 
-@shared_task(name="whatsapp.simulator_rotate_qr", acks_late=True)
+@shared_task(name=Job.WHATSAPP_SIMULATOR_ROTATE_QR, acks_late=True)
 def simulator_rotate_qr(session: str, attempt: str, index: int) -> bool:
     """Simulator timer: the next QR of an attempt, or the end of the attempt (stale timers do nothing)."""
     return gateway.simulator_rotate(session, attempt, index)

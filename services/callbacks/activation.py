@@ -33,12 +33,11 @@ from services.companies import company_events
 from services.companies.queries import get_company, iso, status_payload
 from services.platform import runtime
 from services.platform.errors import Conflict, Forbidden, NotFound, Unavailable
+from services.platform.jobs import Job, enqueue
 from services.platform.metrics import CALLBACKS
-from services.platform.transactions import on_commit
 
 log = logging.getLogger(__name__)
 
-TASK = "yclients.send_callback"
 KEY_LABEL = "yclients"
 NOT_CONFIGURED_REASON = "YCLIENTS_PARTNER_TOKEN или YCLIENTS_APPLICATION_ID не заданы"
 OPEN_STATUSES = (CallbackStatus.PENDING, CallbackStatus.RETRYING)
@@ -56,8 +55,7 @@ def is_configured() -> bool:
 
 def enqueue_callback(company_id: int) -> None:
     """Queue ``yclients.send_callback`` once the current transaction commits."""
-    celery = runtime.celery()
-    on_commit(lambda: celery.send_task(TASK, args=[company_id]))
+    enqueue(Job.YCLIENTS_SEND_CALLBACK, company_id)
 
 
 def resend_callback(company_id: int) -> Callback:

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from models import db
 from services.platform import runtime
+from services.platform.jobs import Job, enqueue
 
 SYSTEM_CHANNEL = "system"
 BEAT_STALE_AFTER = 60.0
@@ -49,9 +50,9 @@ def _broker() -> None:
 
 
 def _worker(timeout: float) -> dict[str, Any]:
-    celery_app = runtime.celery()
     nonce = uuid.uuid4().hex
-    result = celery_app.send_task("health.ping", args=[nonce])
+    result = enqueue(Job.HEALTH_PING, nonce, after_commit=False)
+    assert result is not None
     try:
         answer = result.get(timeout=timeout)
     finally:

@@ -11,8 +11,8 @@ from sqlalchemy import and_, func, or_, select, update
 from models import EventStatus, WebhookEvent, db, utcnow
 from services.platform import runtime
 from services.platform.errors import InvalidInput
+from services.platform.jobs import Job, try_enqueue
 from services.webhooks import EVENTS
-from services.webhooks.ingest import enqueue
 
 REPLAYABLE = (EventStatus.FAILED, EventStatus.DEAD)
 MAX_LIST = 500
@@ -84,7 +84,7 @@ def replay(event_ids: Iterable[int] = (), status: str | None = None, limit: int 
     replayed = sorted(db.session.execute(query.values(**values).returning(table.id)).scalars())
     db.session.commit()
     for event_id in replayed:
-        enqueue(event_id)
+        try_enqueue(Job.WEBHOOKS_PROCESS, event_id)
     return {"replayed": replayed, "skipped": [i for i in ids if i not in set(replayed)]}
 
 
@@ -116,4 +116,4 @@ def sweep(received_older_than: float | None = None) -> list[int]:
     """Enqueue every due event (see ``due_event_ids``); the ids it enqueued."""
     ids = due_event_ids(received_older_than)
     db.session.rollback()
-    return [event_id for event_id in ids if enqueue(event_id)]
+    return [event_id for event_id in ids if try_enqueue(Job.WEBHOOKS_PROCESS, event_id)]

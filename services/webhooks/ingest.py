@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import EventStatus, db, utcnow
-from services.platform import runtime
+from services.platform.jobs import Job, try_enqueue
 from services.platform.metrics import WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
 
@@ -61,15 +61,6 @@ def insert_event(**values: Any) -> int | None:
     return db.session.execute(statement).scalar()
 
 
-def enqueue(event_id: int) -> bool:
-    """Send ``webhooks.process(event_id)`` without waiting on a broken broker; False if it failed."""
-    try:
-        runtime.celery().send_task("webhooks.process", args=[event_id], retry=False, ignore_result=True)
-    except Exception as exc:  # the event is stored: the sweep enqueues it once the broker is back
-        log.warning("webhook event %s stored but not enqueued (%s); the sweep will pick it up", event_id, exc)
-        return False
-    return True
-
 
 def rejected_values(
     company_id: int | None, source: str, reason: str, payload: dict[str, Any], request_id: str | None
@@ -105,6 +96,6 @@ def store(values: dict[str, Any], *, enqueue_after: bool) -> Received:
     else:
         outcome = Outcome.ACCEPTED
         if enqueue_after:
-            enqueue(event_id)
+            try_enqueue(Job.WEBHOOKS_PROCESS, event_id)
     WEBHOOKS_RECEIVED.labels(values["source"], outcome).inc()
     return Received(outcome, event_id, values.get("reject_reason"))

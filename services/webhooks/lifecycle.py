@@ -23,6 +23,7 @@ from models import Company, CompanyEvent, EventSource, IntegrationStatus, Webhoo
 from services.access import api_keys, webhook_secrets
 from services.companies import company_events
 from services.platform import runtime
+from services.platform.jobs import Job, enqueue
 from services.webhooks.ingest import Received, rejected_values, store
 from services.webhooks.parsing import Malformed, digest, excerpt, load_json_object
 
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPES = ("lifecycle.uninstall", "lifecycle.freeze")
 INVALID_TOKEN = "invalid partner token"
-SESSION_TASK = {"lifecycle.uninstall": "whatsapp.logout", "lifecycle.freeze": "whatsapp.stop_session"}
+SESSION_TASK = {"lifecycle.uninstall": Job.WHATSAPP_LOGOUT, "lifecycle.freeze": Job.WHATSAPP_STOP_SESSION}
 # Company events that start an installation (services.companies.registration records them).
 INSTALLATION_KINDS = ("registered", "reinstalled")
 
@@ -101,11 +102,11 @@ def dedupe_key(fields: dict[str, Any], company_id: int) -> str:
     return "lc:" + digest(fields, utcnow().date().isoformat(), installation(company_id))
 
 
-def _send_session_task(task: str, company_id: int) -> None:
+def _send_session_task(task: Job, company_id: int) -> None:
     """Enqueue the gateway call before the change commits: with the broker down this raises, the
     change rolls back and the event is retried, so an uninstall never leaves WhatsApp linked. (A
     task sent for a change that then fails to commit is harmless: ending a session is idempotent.)"""
-    runtime.celery().send_task(task, args=[company_id], retry=False, ignore_result=True)
+    enqueue(task, company_id, after_commit=False, fail_fast=True)
 
 
 def apply(event: WebhookEvent) -> dict[str, Any] | None:

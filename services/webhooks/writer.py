@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Company, EventSource, EventStatus, db, utcnow
 from services.access import webhook_secrets
-from services.platform import runtime
+from services.platform.jobs import Job, try_enqueue
 from services.platform.metrics import WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
 from services.webhooks.ingest import MAX_DB_INT, Outcome, Received, rejected_values, store
@@ -34,7 +34,6 @@ from services.webhooks.parsing import Malformed, excerpt, parse_delivery
 
 log = logging.getLogger(__name__)
 
-PROCESS_BATCH_TASK = "webhooks.process_batch"
 MAX_BATCH = 500
 # Measured at ~200 req/s: with 50 ms the worker spent 2.1-2.8 ms of CPU per event (many small
 # batches, each a task), with 200 ms 1.3-1.4 ms; processing starts within ~0.2 s of the commit.
@@ -150,7 +149,7 @@ class InboxWriter:
                 except queue.Empty:
                     break
             with self._app.app_context():
-                self._enqueue(event_ids)
+                try_enqueue(Job.WEBHOOKS_PROCESS_BATCH, event_ids)
 
     def _run(self) -> None:
         while True:
@@ -253,9 +252,3 @@ class InboxWriter:
             item.result = store(_values(item, companies), enqueue_after=True)
         db.session.remove()
 
-    def _enqueue(self, event_ids: list[int]) -> None:
-        try:
-            runtime.celery().send_task(PROCESS_BATCH_TASK, args=[event_ids], retry=False, ignore_result=True)
-        except Exception as exc:  # stored: the sweep enqueues them once the broker is back
-            log.warning("%s webhook events stored but not enqueued (%s); the sweep will pick them up",
-                        len(event_ids), exc)

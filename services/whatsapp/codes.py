@@ -15,6 +15,7 @@ from services.companies import company_events
 from services.phones import parse_phone, whatsapp_digits
 from services.platform import parcels, runtime
 from services.platform.errors import Conflict, ServiceError, Unavailable
+from services.platform.jobs import Job, enqueue
 from services.platform.metrics import PAIRING_CODES_ISSUED, QR_CODES_ISSUED
 from services.platform.transactions import on_commit
 from services.whatsapp import qr
@@ -164,11 +165,10 @@ def request_pairing_code(company_id: int, phone: object) -> str:
         raise Conflict(ALREADY_CONNECTED)
     request_start(company_id)
     nonce = uuid.uuid4().hex
-    celery = runtime.celery()
     wait = runtime.settings().qr_wait_seconds
     deadline = time.time() + wait
     phone_parcel = parcels.park(digits)  # the phone number stays out of the task's arguments
-    on_commit(lambda: celery.send_task("whatsapp.pairing_code", args=[company_id, phone_parcel, nonce, deadline]))
+    enqueue(Job.WHATSAPP_PAIRING_CODE, company_id, phone_parcel, nonce, deadline)
     return nonce
 
 

@@ -10,19 +10,17 @@ from integrations.whatsapp import GatewayError, SimulatorGateway, WhatsAppGatewa
 from services.phones import parse_phone, whatsapp_digits
 from services.platform import parcels, runtime
 from services.platform.errors import Conflict, NotFound
+from services.platform.jobs import Job, enqueue
 
 SESSION_PREFIX = "company-"
-HANDLE_EVENT_TASK = "whatsapp.handle_event"
 
 
 def gateway() -> WhatsAppGateway:
     """The current app's gateway; simulator timers and events go through Celery by task name."""
     extensions = current_app.extensions
     if "whatsapp_gateway" not in extensions:
-        celery = runtime.celery()
-
         def schedule(name: str, args: list[Any], countdown: float) -> None:
-            celery.send_task(name, args=args, countdown=countdown)
+            enqueue(name, *args, after_commit=False, countdown=countdown)
 
         extensions["whatsapp_gateway"] = make_gateway(runtime.settings(), runtime.redis(), schedule, deliver_event)
     return cast(WhatsAppGateway, extensions["whatsapp_gateway"])
@@ -30,7 +28,7 @@ def gateway() -> WhatsAppGateway:
 
 def deliver_event(event: dict[str, Any]) -> None:
     """Hand a gateway event to ``whatsapp.handle_event`` (by parcel id: it carries the phone number)."""
-    runtime.celery().send_task(HANDLE_EVENT_TASK, args=[parcels.park(event)])
+    enqueue(Job.WHATSAPP_HANDLE_EVENT, parcels.park(event), after_commit=False)
 
 
 def simulator_active() -> bool:

@@ -22,6 +22,7 @@ from services.companies import company_events
 from services.phones import from_whatsapp_id
 from services.platform import runtime
 from services.platform.errors import NotFound
+from services.platform.jobs import Job, enqueue
 from services.platform.transactions import on_commit
 from services.whatsapp import qr
 from services.whatsapp.gateway import company_id_for_session, gateway, session_name
@@ -121,8 +122,7 @@ def request_start(company_id: int) -> bool:
     row.updated_at = utcnow()
     if company.integration_status not in LINKED:
         company.integration_status = IntegrationStatus.CONNECTING
-    celery = runtime.celery()
-    on_commit(lambda: celery.send_task("whatsapp.start_session", args=[company_id]))
+    enqueue(Job.WHATSAPP_START_SESSION, company_id)
     _publish(company_id, "status", _snapshot(company, row))
     return True
 
@@ -206,8 +206,7 @@ def handle_event(event: dict[str, Any]) -> str:
 
 
 def _enqueue_reconnect(company_id: int, attempt: int, countdown: float) -> None:
-    celery = runtime.celery()
-    on_commit(lambda: celery.send_task("whatsapp.reconnect", args=[company_id, attempt], countdown=countdown))
+    enqueue(Job.WHATSAPP_RECONNECT, company_id, attempt, countdown=countdown)
 
 
 def _qr_changed(row: WhatsAppSession) -> str:
@@ -215,8 +214,7 @@ def _qr_changed(row: WhatsAppSession) -> str:
     row.qr_count += 1
     row.last_qr_at = utcnow()
     company_id, attempt, seq = row.company_id, row.attempt, row.qr_count
-    celery = runtime.celery()
-    on_commit(lambda: celery.send_task("whatsapp.render_qr", args=[company_id, attempt, seq]))
+    enqueue(Job.WHATSAPP_RENDER_QR, company_id, attempt, seq)
     return "qr"
 
 
@@ -235,8 +233,7 @@ def _working(company: Company, row: WhatsAppSession, digits: str | None) -> str:
         company.whatsapp_connected_at = utcnow()
         company.disconnected_at = None
         company_events.record(company_id, "connected", phone=company.whatsapp_phone)
-        celery = runtime.celery()
-        on_commit(lambda: celery.send_task("yclients.send_callback", args=[company_id]))
+        enqueue(Job.YCLIENTS_SEND_CALLBACK, company_id)
     elif was_working:
         return "working"
     _publish(company_id, "whatsapp.connected", {"phone": company.whatsapp_phone, "companyId": company_id})

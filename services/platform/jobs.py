@@ -1,0 +1,77 @@
+"""Background jobs by name: the one registry of task names, and the one way to enqueue them.
+
+Services enqueue by name (they never import ``tasks``); the task modules register their functions
+under these names, and a test checks that the worker knows every one.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from services.platform import runtime
+from services.platform.transactions import on_commit
+
+if TYPE_CHECKING:
+    from celery.result import AsyncResult
+
+log = logging.getLogger(__name__)
+
+
+class Job(StrEnum):
+    """Every task name the service sends or schedules."""
+
+    HEALTH_PING = "health.ping"
+    BEAT_HEARTBEAT = "health.beat_heartbeat"
+    WEBHOOKS_PROCESS = "webhooks.process"
+    WEBHOOKS_PROCESS_BATCH = "webhooks.process_batch"
+    WEBHOOKS_SWEEP = "webhooks.sweep"
+    YCLIENTS_SEND_CALLBACK = "yclients.send_callback"
+    WHATSAPP_START_SESSION = "whatsapp.start_session"
+    WHATSAPP_HANDLE_EVENT = "whatsapp.handle_event"
+    WHATSAPP_RENDER_QR = "whatsapp.render_qr"
+    WHATSAPP_PAIRING_CODE = "whatsapp.pairing_code"
+    WHATSAPP_RECONNECT = "whatsapp.reconnect"
+    WHATSAPP_LOGOUT = "whatsapp.logout"
+    WHATSAPP_STOP_SESSION = "whatsapp.stop_session"
+    WHATSAPP_SIMULATOR_ROTATE_QR = "whatsapp.simulator_rotate_qr"
+
+
+def enqueue(
+    name: Job | str,
+    *args: Any,
+    after_commit: bool = True,
+    countdown: float | None = None,
+    fail_fast: bool = False,
+) -> AsyncResult | None:
+    """Send task ``name`` with ``args``: once the current transaction commits (the default), or now.
+
+    ``fail_fast`` gives up at once on a broken broker instead of retrying the connection: for
+    callers whose work is already stored and swept up later (webhooks), or that must roll back.
+    Sent now, the result handle is returned (None when deferred to the commit).
+    """
+    job = Job(name)
+    options: dict[str, Any] = {"args": list(args), "countdown": countdown}
+    if fail_fast:
+        options.update(retry=False, ignore_result=True)
+    celery = runtime.celery()
+
+    def send() -> AsyncResult:
+        return celery.send_task(job.value, **options)
+
+    if after_commit:
+        on_commit(send)
+        return None
+    return send()
+
+
+def try_enqueue(name: Job | str, *args: Any, countdown: float | None = None) -> bool:
+    """Send now, failing fast; False (logged) when the broker is unreachable. For work that is stored
+    and picked up by a sweep anyway, so a lost message only delays it."""
+    try:
+        enqueue(name, *args, after_commit=False, countdown=countdown, fail_fast=True)
+    except Exception as exc:
+        log.warning("%s not enqueued (%s); the sweep will pick it up", name, exc)
+        return False
+    return True

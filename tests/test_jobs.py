@@ -1,0 +1,19 @@
+"""The task-name registry: every name the service enqueues is a task the worker runs, and back."""
+
+from __future__ import annotations
+
+from integrations.whatsapp.simulator import ROTATE_TASK
+from services.platform.jobs import Job
+
+
+def test_every_job_name_is_a_registered_task_and_every_task_has_a_name(app):
+    celery_app = app.extensions["celery"]
+    celery_app.loader.import_default_modules()  # what a worker imports at start (celeryconfig "imports")
+    ours = {name for name in celery_app.tasks if not name.startswith("celery.")}
+    assert ours == {job.value for job in Job}
+
+
+def test_the_beat_schedule_and_the_simulator_use_registered_names(app):
+    schedule = app.extensions["celery"].conf.beat_schedule
+    assert all(Job(entry["task"]) for entry in schedule.values())
+    assert Job(ROTATE_TASK) is Job.WHATSAPP_SIMULATOR_ROTATE_QR
