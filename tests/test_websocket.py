@@ -134,6 +134,16 @@ def test_bad_tokens_foreign_companies_and_unauthenticated_requests_get_errors(li
     wait_until(lambda: {"message": "Некорректное сообщение"} in client.named("error"))
 
 
+def test_a_deeply_nested_frame_is_an_error_frame_and_the_socket_stays_open(live_server, ctx, clients):
+    company = make_company()
+    client = _connect(clients, live_server)
+    client.send_raw("[" * 60_000)
+    client.wait_for("error")
+    assert client.named("error") == [{"message": "Некорректное сообщение"}]
+    client.send("authenticate", {"token": company.token, "companyId": company.id})
+    assert client.wait_for("authenticated") == {"companyId": company.id}
+
+
 @pytest.fixture(scope="module")
 def limited(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
     # Two gunicorn worker processes: the limit is counted in Redis, so it holds across them.

@@ -14,6 +14,7 @@ from services.platform.logs import configure_logging
 from services.platform.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from services.platform.settings import Settings, load_settings
 from tasks import celery_init_app
+from web.bodies import BoundedJSONProvider
 from web.cli_admin import register_admin_commands
 from web.cli_webhooks import webhooks_cli
 from web.cli_whatsapp import whatsapp_cli
@@ -24,6 +25,12 @@ from web.observability import init_app as init_observability
 from web.shutdown import init_app as init_shutdown
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class ServiceApp(Flask):
+    """Flask, with every JSON body read by the one bounded reader."""
+
+    json_provider_class = BoundedJSONProvider
 
 
 def _event_bus(settings: Settings, client: redis.Redis) -> EventBus:
@@ -37,7 +44,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     settings = load_settings(**(overrides or {}))
     configure_logging(settings)
 
-    app = Flask(
+    app = ServiceApp(
         __name__,
         template_folder=str(ROOT / "templates"),
         static_folder=str(ROOT / "static"),

@@ -15,11 +15,10 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 from typing import Any
 
-from services.platform import runtime
+from services.platform import json_input, runtime
 from services.platform.errors import Forbidden
 
 BAD_SIGNATURE = "Неверная подпись YClients"
@@ -77,8 +76,8 @@ def verify_user_data(user_data: str | None, signature: str | None) -> Marketplac
     if not hmac.compare_digest(expected.encode(), signature.strip().lower().encode()):
         raise Forbidden(BAD_SIGNATURE)
     try:
-        data = json.loads(decoded)
-    except ValueError:
+        data = json_input.load(decoded, max_bytes=len(decoded))
+    except json_input.JsonRejected:
         data = None
     return MarketplaceUser.from_json(data if isinstance(data, dict) else {}, signature.strip().lower())
 

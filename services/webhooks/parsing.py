@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from models import EventSource
+from services.platform import json_input
 
 NATIVE_TYPES = {
     ("record", "create"): "booking_created",
@@ -34,10 +34,6 @@ NATIVE_TYPES = {
 BOOKING_TYPES = ("booking_created", "booking_updated", "booking_cancelled")
 CLIENT_TYPES = ("client_created", "client_updated")
 _NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,48}$")
-# In a UTF-8 body, a NUL or a lone surrogate can only enter a decoded string through a \u escape
-# (raw control characters are refused by the parser, and the bytes must decode): bodies without
-# such an escape skip the walk over every string.
-_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 EXCERPT_CHARS = 2048
 
 
@@ -65,50 +61,16 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(canonical(list(parts)).encode()).hexdigest()
 
 
-def _reject_constant(name: str) -> Any:
-    raise Malformed(f"malformed JSON: {name} is not a number")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise Malformed("malformed JSON: number out of range")
-    return value
-
-
-def _check_text(value: Any) -> None:
-    """Refuse text the database cannot store (NUL, lone surrogates); walks without recursion."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                raise Malformed("malformed JSON: NUL character in a string")
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                raise Malformed("malformed JSON: invalid Unicode in a string") from None
-
-
 def load_json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object that PostgreSQL's jsonb can hold, or ``Malformed``."""
-    if not body.strip():
-        raise Malformed("empty body")
     try:
-        value = json.loads(body, parse_constant=_reject_constant, parse_float=_finite)
-    except Malformed:
-        raise
-    except (ValueError, RecursionError):
-        raise Malformed("malformed JSON") from None
+        value = json_input.load(body, max_bytes=len(body))
+    except json_input.JsonRejected as exc:
+        if exc.reason == json_input.EMPTY:
+            raise Malformed("empty body") from None
+        raise Malformed(exc.reason if exc.reason == json_input.MALFORMED else f"malformed JSON: {exc.reason}") from None
     if not isinstance(value, dict):
         raise Malformed("body is not a JSON object")
-    if json.detect_encoding(body) not in ("utf-8", "utf-8-sig") or _SUSPECT_ESCAPE.search(body):
-        _check_text(value)
     return value
 
 

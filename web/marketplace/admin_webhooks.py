@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Response, jsonify, request
 
 from services.platform.errors import InvalidInput
 from services.webhooks import admin
 from web.auth import require_admin
+from web.bodies import json_object
 from web.limits import protected_limit
 from web.marketplace import bp
 
@@ -42,9 +41,7 @@ def list_webhook_events() -> Response:
 @require_admin
 def replay_webhook_events() -> Response:
     """Replay failed/dead events: ``{"ids": [..]}`` or ``{"status": "dead"}``."""
-    body: Any = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("body must be a JSON object with ids or status")
+    body = json_object()
     ids = body.get("ids") or []
     if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
         raise InvalidInput("ids must be a list of integers")

@@ -14,9 +14,9 @@ from services.companies import queries
 from services.platform import runtime
 from services.platform.errors import Unauthorized, UpstreamError
 from web.auth import current_principal, presented_api_key
+from web.bodies import json_object
 from web.limits import protected_limit
 from web.marketplace import bp
-from web.marketplace.registration import json_object
 
 SENT = "Callback отправлен"
 QUEUED = "Callback поставлен в очередь: YClients пока не подтвердил, попытки продолжаются"

@@ -13,6 +13,7 @@ from services.access import tokens
 from services.platform import runtime
 from services.platform.errors import NotFound, Unauthorized
 from services.whatsapp import codes, gateway, sessions
+from web.bodies import json_object
 from web.errors import error_response
 from web.limits import public_limit
 from web.marketplace import bp
@@ -65,8 +66,7 @@ def qr_code(token: str) -> Any:
 
 def _body_phone() -> Any:
     """The ``phone`` field of a JSON object body, if any (validated by the service)."""
-    body = request.get_json(silent=True)
-    return body.get("phone") if isinstance(body, dict) else None
+    return json_object().get("phone")
 
 
 @bp.post("/pairing-code/<token>")

@@ -12,19 +12,9 @@ from services.access import install_signature
 from services.companies import registration
 from services.platform.errors import Forbidden, InvalidInput
 from web.auth import current_principal
+from web.bodies import json_object
 from web.limits import public_limit
 from web.marketplace import bp
-
-
-def json_object() -> dict[str, Any]:
-    """The request body as a JSON object; 400 for malformed JSON or anything but an object."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        return {}
-    payload = request.get_json(force=True, silent=True)
-    if not isinstance(payload, dict):
-        raise InvalidInput(registration.BAD_JSON)
-    return payload
 
 
 @bp.post("/register")

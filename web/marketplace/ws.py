@@ -19,7 +19,7 @@ from simple_websocket import ConnectionClosed, Server
 
 from models import db
 from services.access import tokens
-from services.platform import runtime
+from services.platform import json_input, runtime
 from services.platform.errors import ServiceError, Unauthorized
 from services.platform.metrics import WEBSOCKET_CONNECTIONS
 from services.whatsapp import codes, sessions
@@ -74,11 +74,11 @@ def _get_qr(conn: SocketConnection, company_id: int) -> None:
 
 def _handle(conn: SocketConnection, raw: str | bytes, handshake_token: str | None) -> None:
     try:
-        message = json.loads(raw)
+        message = json_input.load_object(raw)
         event, data = message["event"], message.get("data") or {}
         if not isinstance(event, str) or not isinstance(data, dict):
             raise ValueError
-    except (ValueError, KeyError, TypeError):
+    except (json_input.JsonRejected, ValueError, KeyError, TypeError):
         conn.send("error", {"message": "Некорректное сообщение"})
         return
     if event == "authenticate":
