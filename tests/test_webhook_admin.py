@@ -76,7 +76,7 @@ def test_replay_by_id_processes_dead_events_once(client, company_factory, admin_
 
 def test_replay_by_status_and_validation(client, company_factory, admin_headers, worker):
     made = company_factory()
-    failed = [_event(made.id, EventStatus.FAILED, record_id=i) for i in range(3)]
+    failed = [_event(made.id, EventStatus.FAILED, record_id=i) for i in range(1, 4)]  # YClients ids start at 1
     dead = _event(made.id, EventStatus.DEAD)
     body = client.post("/marketplace/admin/webhooks/replay", json={"status": "failed"}, headers=admin_headers)
     assert body.get_json()["replayed"] == failed

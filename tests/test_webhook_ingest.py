@@ -150,6 +150,9 @@ GARBAGE = [
     (b'{"type": "booking_created", "data": {"id": NaN}}', "NaN is not a number"),
     (b'{"type": "booking_created", "data": {"id": 1, "v": 1e999}}', "number out of range"),
     (b"[" * 100_000, "malformed JSON"),
+    # An id past BIGINT would fail every processing attempt (and force its batch to run one by one).
+    (b'{"type": "booking_created", "data": {"id": 1180591620717411303424}}', "without an integer id"),
+    (b'{"resource": "record", "status": "create", "resource_id": 1180591620717411303424}', "without an integer id"),
     (b'{"resource": "record", "status": "update", "resource_id": 1, "company_id": 1}', "does not match the salon"),
 ]
 

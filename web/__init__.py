@@ -22,6 +22,7 @@ from web.errors import register_error_handlers
 from web.extensions import limiter, sock
 from web.limits import register_rate_limit_handler
 from web.observability import init_app as init_observability
+from web.routing import IdConverter
 from web.shutdown import init_app as init_shutdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         RATELIMIT_HEADERS_ENABLED=True,
         RATELIMIT_STRATEGY="fixed-window",
     )
+    app.url_map.converters["id"] = IdConverter
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     if settings.trusted_proxies:

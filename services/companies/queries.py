@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from models import Company, CompanyEvent, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
 from services.access import api_keys, tokens
 from services.platform.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from services.platform.ids import MAX_BIG_ID, parse_id
 
 NOT_FOUND = "Компания не найдена"
 
@@ -57,23 +58,14 @@ def authorize_company_read(company_id: int, api_key: str | None, token: str | No
     raise Unauthorized("Unauthorized")
 
 
-def _positive_int(value: Any, name: str) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InvalidInput(f"Параметр {name} должен быть положительным целым числом")
-    return value
-
 
 def company_for_principal(company_id: Any, salon_id: Any, principal: api_keys.Principal) -> int:
     """The company a request names by ``company_id`` or ``salon_id`` (a company key: its own by default).
 
     403 when a company key names another company, 404 only for the admin (or the company itself).
     """
-    wanted = _positive_int(company_id, "company_id")
-    salon = _positive_int(salon_id, "salon_id")
+    wanted = parse_id(company_id, "company_id")
+    salon = parse_id(salon_id, "salon_id", MAX_BIG_ID)
     if wanted is None and salon is None:
         if principal.is_admin:
             raise InvalidInput("Отсутствует обязательный параметр company_id или salon_id")

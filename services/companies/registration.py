@@ -19,6 +19,7 @@ from services.companies import company_events
 from services.phones import parse_phone
 from services.platform import runtime
 from services.platform.errors import Conflict, InvalidInput, Unauthorized
+from services.platform.ids import MAX_BIG_ID, as_id
 
 MISSING_SALON_ID = "Отсутствует обязательный параметр salon_id"
 BAD_SALON_ID = "Параметр salon_id должен быть положительным целым числом"
@@ -29,7 +30,6 @@ PROOF_REQUIRED = "Для регистрации нужна подпись YClien
 REGISTERED = "Компания успешно зарегистрирована"
 REATTACHED = "Компания уже была зарегистрирована: выдан новый API-ключ"
 
-MAX_SALON_ID = 2**63 - 1
 EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,63}$"
 )
@@ -74,14 +74,10 @@ def parse_salon_id(value: Any) -> int:
     """A positive integer salon id from JSON or a query string; ``InvalidInput`` otherwise."""
     if value is None or (isinstance(value, str) and not value.strip()):
         raise InvalidInput(MISSING_SALON_ID)
-    if isinstance(value, bool):
+    salon_id = as_id(value, MAX_BIG_ID)
+    if salon_id is None:
         raise InvalidInput(BAD_SALON_ID)
-    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        value = int(value.strip())
-    if not isinstance(value, int) or not 0 < value <= MAX_SALON_ID:
-        raise InvalidInput(BAD_SALON_ID)
-    return value
-
+    return salon_id
 
 
 def parse_registration(payload: Any) -> RegistrationRequest:

@@ -24,7 +24,6 @@ from services.webhooks import EVENTS
 
 log = logging.getLogger(__name__)
 
-MAX_DB_INT = 2**31 - 1
 
 
 class Outcome:

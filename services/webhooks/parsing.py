@@ -23,6 +23,7 @@ from typing import Any
 
 from models import EventSource
 from services.platform import json_input
+from services.platform.ids import MAX_BIG_ID, as_id
 
 NATIVE_TYPES = {
     ("record", "create"): "booking_created",
@@ -80,13 +81,8 @@ def excerpt(body: bytes) -> str:
 
 
 def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit() and len(value) < 19:
-        return int(value)
-    return None
+    """A YClients id (positive, within BIGINT), or None."""
+    return as_id(value, MAX_BIG_ID)
 
 
 def _name(value: Any, what: str) -> str:

@@ -26,10 +26,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Company, EventSource, EventStatus, db, utcnow
 from services.access import webhook_secrets
+from services.platform.ids import MAX_ID
 from services.platform.jobs import Job, try_enqueue
 from services.platform.metrics import WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
-from services.webhooks.ingest import MAX_DB_INT, Outcome, Received, rejected_values, store
+from services.webhooks.ingest import Outcome, Received, rejected_values, store
 from services.webhooks.parsing import Malformed, excerpt, parse_delivery
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class InboxWriter:
 
     def _companies(self, batch: list[_Pending], conn: Connection | None) -> dict[int, _CompanyKey | None]:
         """The companies a batch names, read with one SELECT (never cached: revocation is immediate)."""
-        wanted = {item.company_id for item in batch if 0 < item.company_id <= MAX_DB_INT}
+        wanted = {item.company_id for item in batch if 0 < item.company_id <= MAX_ID}
         if not wanted:
             return {}
         if conn is not None and conn.dialect.name == "postgresql":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, request
 
 from services.platform.errors import InvalidInput
+from services.platform.ids import as_id, bad_id_message, parse_id
 from services.webhooks import admin
 from web.auth import require_admin
 from web.bodies import json_object
@@ -13,12 +14,7 @@ from web.marketplace import bp
 
 
 def _int_arg(name: str) -> int | None:
-    value = request.args.get(name)
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise InvalidInput(f"{name} must be a positive integer")
-    return int(value)
+    return parse_id(request.args.get(name), name)
 
 
 @bp.get("/admin/webhooks")
@@ -43,8 +39,10 @@ def replay_webhook_events() -> Response:
     """Replay failed/dead events: ``{"ids": [..]}`` or ``{"status": "dead"}``."""
     body = json_object()
     ids = body.get("ids") or []
-    if not isinstance(ids, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-        raise InvalidInput("ids must be a list of integers")
+    if not isinstance(ids, list) or len(ids) > admin.MAX_LIST:
+        raise InvalidInput(f"ids must be a list of at most {admin.MAX_LIST} event ids")
+    if any(isinstance(i, str) or as_id(i) is None for i in ids):
+        raise InvalidInput(bad_id_message("ids"))
     status = body.get("status")
     if status is not None and not isinstance(status, str):
         raise InvalidInput("status must be a string")

@@ -54,7 +54,7 @@ def send_callback() -> tuple[dict[str, Any], int] | tuple[dict[str, Any], int, d
     }
 
 
-@bp.get("/callback/<int:callback_id>")
+@bp.get("/callback/<id:callback_id>")
 @protected_limit
 def callback_status(callback_id: int) -> dict[str, Any]:
     """The state of one callback, for the company's key or the admin key."""

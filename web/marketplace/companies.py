@@ -10,7 +10,7 @@ from web.limits import protected_limit
 from web.marketplace import bp
 
 
-@bp.get("/status/<int:company_id>")
+@bp.get("/status/<id:company_id>")
 @protected_limit
 def company_status(company_id: int) -> dict[str, Any]:
     """The company's connection status for its connect token, its API key or the admin key."""
