@@ -23,6 +23,11 @@ class IntegrationStatus:
     UNINSTALLED = "uninstalled"
 
     ALL = (PENDING, CONNECTING, CONNECTED, ACTIVE, ACTIVATION_FAILED, DISCONNECTED, FROZEN, UNINSTALLED)
+    # WhatsApp is linked in these: the session state machine enters them when the gateway reports the
+    # session WORKING and leaves them when it drops. YClients refusing the callback does not unlink it.
+    LINKED = (CONNECTED, ACTIVE, ACTIVATION_FAILED)
+    # The salon ended or paused the installation: its session is not used.
+    CLOSED = (FROZEN, UNINSTALLED)
 
 
 class Company(Base):
@@ -51,5 +56,5 @@ class Company(Base):
 
     @property
     def whatsapp_connected(self) -> bool:
-        """True while WhatsApp is linked (connected, or connected and activated)."""
-        return self.integration_status in (IntegrationStatus.CONNECTED, IntegrationStatus.ACTIVE)
+        """True while WhatsApp is linked: the one rule REST, sockets and the QR endpoint answer by."""
+        return self.integration_status in IntegrationStatus.LINKED

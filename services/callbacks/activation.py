@@ -42,7 +42,7 @@ KEY_LABEL = "yclients"
 NOT_CONFIGURED_REASON = "YCLIENTS_PARTNER_TOKEN или YCLIENTS_APPLICATION_ID не заданы"
 OPEN_STATUSES = (CallbackStatus.PENDING, CallbackStatus.RETRYING)
 # A callback may be sent once WhatsApp is linked; the automatic one only until YClients accepted.
-SENDABLE = (IntegrationStatus.CONNECTED, IntegrationStatus.ACTIVE, IntegrationStatus.ACTIVATION_FAILED)
+SENDABLE = IntegrationStatus.LINKED
 AUTOMATIC = (IntegrationStatus.CONNECTED, IntegrationStatus.ACTIVATION_FAILED)
 LOCK_BUSY_DELAY = 1.0
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from models import Company, CompanyEvent, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
+from models import Company, CompanyEvent, IntegrationStatus, WhatsAppSession, db, utcnow
 from services.access import api_keys, tokens
 from services.platform.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from services.platform.ids import MAX_BIG_ID, parse_id
@@ -87,12 +87,9 @@ def company_for_principal(company_id: Any, salon_id: Any, principal: api_keys.Pr
 def status_payload(company: Company) -> dict[str, Any]:
     """The reference's status fields, plus the session state and activation time."""
     session = db.session.scalar(select(WhatsAppSession).where(WhatsAppSession.company_id == company.id))
-    linked = session is not None and session.status == SessionStatus.WORKING
     return {
         "company_id": company.id,
-        # YClients refusing the callback does not unlink WhatsApp.
-        "whatsapp_connected": company.whatsapp_connected
-        or (company.integration_status == IntegrationStatus.ACTIVATION_FAILED and linked),
+        "whatsapp_connected": company.whatsapp_connected,
         "whatsapp_phone": company.whatsapp_phone,
         "integration_status": company.integration_status,
         "connected_at": iso(company.whatsapp_connected_at),

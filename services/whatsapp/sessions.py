@@ -38,8 +38,8 @@ RECONNECT_BASE_SECONDS = 2.0
 RECONNECT_CAP_SECONDS = 300.0
 # WhatsApp's own QR timings (the simulator's are configurable).
 QR_FIRST_TTL, QR_TTL, QR_COUNT = 60.0, 20.0, 6
-LINKED = (IntegrationStatus.CONNECTED, IntegrationStatus.ACTIVE)
-CLOSED = (IntegrationStatus.FROZEN, IntegrationStatus.UNINSTALLED)
+LINKED = IntegrationStatus.LINKED
+CLOSED = IntegrationStatus.CLOSED
 
 
 def qr_timings() -> tuple[float, float, int]:
