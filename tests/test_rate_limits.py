@@ -43,6 +43,21 @@ def test_public_limit_per_ip_with_headers_and_429(limited_app, ctx):
     assert client.get("/marketplace/install").status_code == 429
 
 
+def test_landing_and_self_test_share_the_public_budget_while_health_and_metrics_stay_open(limited_app, ctx):
+    client = limited_app.test_client()
+    env = {"REMOTE_ADDR": "10.0.0.7"}
+    assert client.get("/marketplace/", environ_base=env).status_code == 200
+    assert client.get("/marketplace/test", environ_base=env).status_code == 200
+    assert client.get("/marketplace/connect", environ_base=env).status_code == 401
+    for path in ("/marketplace/", "/marketplace/test", "/marketplace/connect"):
+        refused = client.get(path, environ_base=env)
+        assert refused.status_code == 429 and refused.headers["X-RateLimit-Limit"] == "3"
+    for _ in range(5):
+        assert client.get("/marketplace/health/live", environ_base=env).status_code == 200
+        assert "X-RateLimit-Limit" not in client.get("/marketplace/health", environ_base=env).headers
+        assert client.get("/marketplace/metrics", environ_base=env).status_code == 401
+
+
 def test_another_ip_has_its_own_budget(limited_app, ctx):
     client = limited_app.test_client()
     for _ in range(3):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, render_template
 
 from services.platform import health
+from web.limits import public_limit
 from web.marketplace import bp
 
 ENDPOINTS = {
@@ -19,12 +20,14 @@ ENDPOINTS = {
 
 
 @bp.get("/")
+@public_limit
 def landing() -> str:
     """What the integration does and how to install it."""
     return render_template("landing.html")
 
 
 @bp.get("/test")
+@public_limit
 def self_test() -> Response:
     """The reference's readiness answer, word for word."""
     return jsonify(
