@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
+from flask import current_app
+from flask.globals import _cv_app
 from sqlalchemy import JSON, DateTime, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Engine
@@ -70,25 +74,39 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
+@dataclass(frozen=True)
+class _AppDatabase:
+    """What one app holds: its engine (one per app, as Flask-SQLAlchemy keeps them)."""
+
+    engine: Engine
+
+
+def _scope() -> int:
+    # One session per app context (each app talks to its own engine); per thread outside any context.
+    ctx = _cv_app.get(None)
+    return id(ctx) if ctx is not None else threading.get_ident()
+
+
 class Database:
-    """Holds the engine and a thread-scoped session; bound to an app with ``init_app``."""
+    """The session of the current app context, bound to that app's engine; apps bind with ``init_app``."""
 
     def __init__(self) -> None:
-        self.engine: Engine | None = None
-        self.session: scoped_session[Session] = scoped_session(sessionmaker(expire_on_commit=False))
+        # scoped_session takes any session factory; its stubs only name sessionmaker.
+        factory = cast("sessionmaker[Session]", self._new_session)
+        self.session: scoped_session[Session] = scoped_session(factory, scopefunc=_scope)
 
-    def configure(self, url: str) -> None:
-        """Create the engine for ``url`` (replacing any previous one)."""
-        if self.engine is not None:
-            self.session.remove()
-            self.engine.dispose()
-        self.engine = make_engine(url)
-        self.session.configure(bind=self.engine)
+    def _new_session(self) -> Session:
+        return Session(bind=self.engine, expire_on_commit=False)
+
+    @property
+    def engine(self) -> Engine:
+        """The current app's engine."""
+        state: _AppDatabase = current_app.extensions["db"]
+        return state.engine
 
     def init_app(self, app: Any) -> None:
-        """Bind to a Flask app: engine from its settings, session removed after every context."""
-        self.configure(app.config["SETTINGS"].database_url)
-        app.extensions["db"] = self
+        """Give ``app`` its own engine (from its settings); the session is removed after every context."""
+        app.extensions["db"] = _AppDatabase(make_engine(app.config["SETTINGS"].database_url))
 
         @app.teardown_appcontext
         def _remove_session(exc: BaseException | None) -> None:

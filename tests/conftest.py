@@ -14,10 +14,11 @@ import pytest
 import redis
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from models import Base, db
+from models.db import make_engine
 from services.platform.schema import upgrade
 from tests.fakes.yclients import APPLICATION_ID as YCLIENTS_APPLICATION_ID
 from tests.fakes.yclients import PARTNER_TOKEN as YCLIENTS_PARTNER_TOKEN
@@ -137,6 +138,7 @@ def make_app(service_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
 
     yield factory
     for app in apps:
+        app.extensions["db"].engine.dispose()
         app.extensions["bus"].close()
         app.extensions["redis"].close()
         celery_app = app.extensions["celery"]
@@ -172,15 +174,22 @@ def ctx(app: Flask) -> Iterator[Flask]:
         yield app
 
 
+@pytest.fixture(scope="session")
+def cleanup_engine(backends: Backends) -> Iterator[Engine]:
+    """An engine of the test's own, for emptying the tables between tests."""
+    engine = make_engine(backends.database_url)
+    yield engine
+    engine.dispose()
+
+
 @pytest.fixture(autouse=True)
-def _isolation(request: pytest.FixtureRequest, backends: Backends) -> Iterator[None]:
+def _isolation(request: pytest.FixtureRequest, backends: Backends, cleanup_engine: Engine) -> Iterator[None]:
     """Every test starts from empty tables and an empty namespace (Celery's own keys kept)."""
     yield
     if "app" not in request.fixturenames and "make_app" not in request.fixturenames:
         return
     db.session.remove()
-    engine = db.engine
-    assert engine is not None
+    engine = cleanup_engine
     tables = [t.name for t in Base.metadata.sorted_tables]
     if backends.is_postgres:
         # The session worker may still be finishing the test's tasks: its transaction can hold one

@@ -229,7 +229,7 @@ def test_broker_down_answers_fast_and_keeps_the_event(make_app, company_factory)
     assert event.status == EventStatus.RECEIVED and event.attempts == 0
 
 
-def test_literal_yclients_path_is_not_a_company_id(client):
+def test_literal_yclients_path_is_not_a_company_id(client, ctx):
     response = client.post("/marketplace/webhook/yclients", json={"event": "uninstall"})
     assert response.status_code == 401
     [event] = _events()
