@@ -13,6 +13,8 @@ from models import db
 from services.platform.logs import configure_logging
 from services.platform.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from services.platform.settings import Settings, load_settings
+from services.webhooks.writer import init_app as init_inbox_writer
+from services.whatsapp.gateway import init_app as init_gateway
 from tasks import celery_init_app
 from web.bodies import BoundedJSONProvider
 from web.cli_admin import register_admin_commands
@@ -24,6 +26,7 @@ from web.limits import register_rate_limit_handler
 from web.observability import init_app as init_observability
 from web.routing import IdConverter
 from web.shutdown import init_app as init_shutdown
+from web.ws_hub import init_app as init_socket_slots
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,7 +81,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.extensions["bus"] = _event_bus(settings, client)
     init_observability(app)  # first, so every later hook's early answer is counted and has an id
     init_shutdown(app)
+    init_socket_slots(app)
     db.init_app(app)
+    init_inbox_writer(app)
+    init_gateway(app)
     limiter.init_app(app)
     sock.init_app(app)
     register_error_handlers(app)

@@ -25,6 +25,14 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT_SECONDS = 5.0
 
 
+SLOTS = "websocket_slots"
+
+
+def init_app(app: Any) -> None:
+    """Give ``app`` the counter of this process's open sockets."""
+    app.extensions[SLOTS] = SocketSlots()
+
+
 class SocketSlots:
     """Counts this process's open sockets so they never take every thread HTTP needs."""
 

@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     qr_wait_seconds: float = Field(8.0, ge=0)
 
     webhook_max_body_bytes: int = Field(256 * 1024, gt=0)
+    # Concurrent deliveries share one INSERT and one commit (services/webhooks/writer.py); unset = on
+    # for PostgreSQL, off for SQLite (each request then stores its own delivery).
+    webhook_group_commit: bool | None = None
     webhook_max_attempts: int = Field(8, ge=1)
     webhook_retry_base_seconds: float = Field(5.0, gt=0)
     webhook_retry_max_seconds: float = Field(3600.0, gt=0)

@@ -99,6 +99,10 @@ def _values(item: _Pending, companies: dict[int, _CompanyKey | None]) -> dict[st
     }
 
 
+def _alive(thread: threading.Thread | None) -> bool:
+    return thread is not None and thread.is_alive()
+
+
 def _cursor(conn: Connection) -> Any:
     """A psycopg2 cursor on the connection's own DBAPI connection."""
     driver = conn.connection.driver_connection
@@ -106,22 +110,39 @@ def _cursor(conn: Connection) -> Any:
     return driver.cursor()
 
 
+INBOX_WRITER = "inbox_writer"
+
+
+def init_app(app: Flask) -> None:
+    """Give ``app`` its writer; with group commit off (or on SQLite) each request stores its own delivery."""
+    settings = app.config["SETTINGS"]
+    group_commit = settings.webhook_group_commit
+    if group_commit is None:
+        group_commit = not settings.database_url.startswith("sqlite")
+    app.extensions[INBOX_WRITER] = InboxWriter(app, group_commit=group_commit)
+
+
 class InboxWriter:
     """One per web process: a thread that stores deliveries in batches on behalf of request threads."""
 
-    def __init__(self, app: Flask, ack_timeout: float = 10.0) -> None:
+    def __init__(self, app: Flask, ack_timeout: float = 10.0, group_commit: bool = True) -> None:
         self._app = app
         self._ack_timeout = ack_timeout
+        self.group_commit = group_commit
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._enqueuer: threading.Thread | None = None
         self._conn: Connection | None = None
         self._accepted: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
 
     def submit(self, company_id: int, secret: str | None, body: bytes | None, request_id: str | None) -> Received:
         """Store one delivery (waiting for its commit); a delivery not stored in time counts as failed."""
-        self._ensure_running()
         item = _Pending(company_id, secret, body, request_id)
+        if not self.group_commit:
+            self._write_one_by_one([item])
+            return item.result
+        self._ensure_running()
         self._queue.put(item)
         if not item.done.wait(self._ack_timeout):
             log.error("webhook delivery for company %s not stored within %.0fs", company_id, self._ack_timeout)
@@ -129,13 +150,16 @@ class InboxWriter:
         return item.result
 
     def _ensure_running(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        """Start the writer and the enqueuer threads, each only if it is not already running."""
+        if _alive(self._thread) and _alive(self._enqueuer):
             return
         with self._lock:
-            if self._thread is None or not self._thread.is_alive():
+            if not _alive(self._thread):
                 self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
                 self._thread.start()
-                threading.Thread(target=self._run_enqueuer, name="inbox-enqueuer", daemon=True).start()
+            if not _alive(self._enqueuer):
+                self._enqueuer = threading.Thread(target=self._run_enqueuer, name="inbox-enqueuer", daemon=True)
+                self._enqueuer.start()
 
     def _run_enqueuer(self) -> None:
         """Send ``webhooks.process_batch`` for what the writer stored, merging batches that queued up."""
@@ -178,7 +202,6 @@ class InboxWriter:
         # One autocommit connection kept by the thread: a batch's INSERT is its own transaction, so
         # storing it is one round trip (no BEGIN, no COMMIT) and no pool checkout or ping per batch.
         if self._conn is None:
-            assert db.engine is not None
             self._conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         return self._conn
 

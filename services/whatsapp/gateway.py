@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from flask import current_app
+from flask import Flask, current_app
 
 from integrations.whatsapp import GatewayError, SimulatorGateway, WhatsAppGateway, make_gateway
 from services.phones import parse_phone, whatsapp_digits
@@ -15,15 +15,22 @@ from services.platform.jobs import Job, enqueue
 SESSION_PREFIX = "company-"
 
 
-def gateway() -> WhatsAppGateway:
-    """The current app's gateway; simulator timers and events go through Celery by task name."""
-    extensions = current_app.extensions
-    if "whatsapp_gateway" not in extensions:
-        def schedule(name: str, args: list[Any], countdown: float) -> None:
-            enqueue(name, *args, after_commit=False, countdown=countdown)
+EXTENSION = "whatsapp_gateway"
 
-        extensions["whatsapp_gateway"] = make_gateway(runtime.settings(), runtime.redis(), schedule, deliver_event)
-    return cast(WhatsAppGateway, extensions["whatsapp_gateway"])
+
+def _schedule(name: str, args: list[Any], countdown: float) -> None:
+    enqueue(name, *args, after_commit=False, countdown=countdown)
+
+
+def init_app(app: Flask) -> None:
+    """Give ``app`` the gateway its settings choose; simulator timers and events go through Celery by name."""
+    settings = app.config["SETTINGS"]
+    app.extensions[EXTENSION] = make_gateway(settings, app.extensions["redis"], _schedule, deliver_event)
+
+
+def gateway() -> WhatsAppGateway:
+    """The current app's gateway."""
+    return cast(WhatsAppGateway, current_app.extensions[EXTENSION])
 
 
 def deliver_event(event: dict[str, Any]) -> None:

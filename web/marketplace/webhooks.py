@@ -9,29 +9,24 @@ cabinet shows up as failed deliveries in YClients' logs instead of silently succ
 from __future__ import annotations
 
 import logging
-import threading
+from typing import cast
 
 from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from services.platform import runtime
 from services.webhooks import lifecycle
-from services.webhooks.writer import InboxWriter
+from services.webhooks.writer import INBOX_WRITER, InboxWriter
 from web.errors import error_response
 from web.limits import unlimited
 from web.marketplace import bp
 
 log = logging.getLogger(__name__)
-_writer_lock = threading.Lock()
 
 
 def inbox_writer(app: Flask) -> InboxWriter:
-    """The app's group-commit writer for this process (created on first use, after any fork)."""
-    writer = app.extensions.get("inbox_writer")
-    if writer is None:
-        with _writer_lock:
-            writer = app.extensions.setdefault("inbox_writer", InboxWriter(app))
-    return writer
+    """The app's inbox writer (built with the app; its threads start on first use, after any fork)."""
+    return cast(InboxWriter, app.extensions[INBOX_WRITER])
 
 
 def read_body() -> bytes | None:

@@ -28,7 +28,7 @@ from web.auth import presented_token
 from web.extensions import limiter, sock
 from web.limits import client_ip
 from web.marketplace import bp
-from web.ws_hub import SocketConnection, SocketSlots
+from web.ws_hub import SLOTS, SocketConnection, SocketSlots
 
 log = logging.getLogger(__name__)
 TOO_MANY = "Too many requests"
@@ -107,7 +107,7 @@ def websocket(ws: Server) -> None:
         ws.send(json.dumps({"event": "error", "data": {"message": TOO_MANY, "retry_after": retry_after}}))
         ws.close(reason=1008, message=TOO_MANY)
         return
-    slots: SocketSlots = current_app.extensions.setdefault("websocket_slots", SocketSlots())
+    slots: SocketSlots = current_app.extensions[SLOTS]
     if not slots.acquire(runtime.settings().websocket_max_per_process):
         # The page falls back to polling; HTTP keeps its threads.
         ws.send(json.dumps({"event": "error", "data": {"message": BUSY}}))
