@@ -17,3 +17,12 @@ def test_the_beat_schedule_and_the_simulator_use_registered_names(app):
     schedule = app.extensions["celery"].conf.beat_schedule
     assert all(Job(entry["task"]) for entry in schedule.values())
     assert Job(ROTATE_TASK) is Job.WHATSAPP_SIMULATOR_ROTATE_QR
+
+
+def test_the_one_backoff_curve_doubles_caps_and_jitters():
+    from services.platform.backoff import backoff
+
+    for attempt, step in ((1, 2.0), (2, 4.0), (3, 8.0), (10, 300.0), (10_000, 300.0)):
+        delays = [backoff(attempt, 2.0, 300.0) for _ in range(200)]
+        assert all(step / 2 <= d <= step for d in delays)
+        assert len(set(delays)) > 1  # jittered

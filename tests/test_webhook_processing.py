@@ -187,7 +187,7 @@ def test_failures_retry_with_backoff_then_die(make_app, company_factory):
 
 def test_backoff_grows_is_capped_and_jittered(make_app):
     with make_app(webhook_retry_base_seconds=5, webhook_retry_max_seconds=60).app_context():
-        delays = [[processing.backoff(n) for _ in range(50)] for n in (1, 2, 3, 10)]
+        delays = [[processing.retry_delay(n) for _ in range(50)] for n in (1, 2, 3, 10)]
     assert all(2.5 <= d <= 5 for d in delays[0]) and all(5 <= d <= 10 for d in delays[1])
     assert all(30 <= d <= 60 for d in delays[3]) and len(set(delays[2])) > 1
 

@@ -32,6 +32,7 @@ from services.access.webhook_secrets import webhook_url
 from services.companies import company_events
 from services.companies.queries import get_company, iso, status_payload
 from services.platform import runtime
+from services.platform.backoff import backoff
 from services.platform.errors import Conflict, Forbidden, NotFound, Unavailable
 from services.platform.jobs import Job, enqueue
 from services.platform.metrics import CALLBACKS
@@ -177,10 +178,9 @@ def _prepare(company_id: int) -> _Prepared | None:
 
 
 def retry_delay(attempt: int) -> float:
-    """Exponential backoff with jitter: half the step fixed, half random, capped."""
+    """The delay before the callback's next attempt."""
     settings = runtime.settings()
-    step = min(settings.callback_retry_max_seconds, settings.callback_retry_base_seconds * 2 ** (attempt - 1))
-    return step / 2 + random.uniform(0, step / 2)
+    return backoff(attempt, settings.callback_retry_base_seconds, settings.callback_retry_max_seconds)
 
 
 def _set_company_outcome(company: Company, row: Callback, kind: str, status: str) -> None:

@@ -16,7 +16,6 @@ so one failure never holds back the others.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +26,7 @@ from sqlalchemy import and_, or_, select, tuple_, update
 from models import EventStatus, WebhookEvent, db, utcnow
 from services.companies.company_events import publish_after_commit
 from services.platform import runtime
+from services.platform.backoff import backoff
 from services.webhooks import EVENTS, lifecycle, mirror
 from services.webhooks.parsing import BOOKING_TYPES, CLIENT_TYPES
 
@@ -49,11 +49,10 @@ class Result:
     retry_in: float | None = None
 
 
-def backoff(attempt: int) -> float:
-    """Delay before retry number ``attempt`` (1-based): exponential, capped, with full jitter above half."""
+def retry_delay(attempt: int) -> float:
+    """The delay before a failed event's next attempt."""
     settings = runtime.settings()
-    ceiling = min(settings.webhook_retry_max_seconds, settings.webhook_retry_base_seconds * 2 ** (attempt - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    return backoff(attempt, settings.webhook_retry_base_seconds, settings.webhook_retry_max_seconds)
 
 
 class LostClaim(RuntimeError):
@@ -158,7 +157,7 @@ def _apply_together(claims: dict[int, int]) -> None:
 
 def _record_failure(event_id: int, attempt: int, error: str, permanent: bool) -> Result:
     dead = permanent or attempt >= runtime.settings().webhook_max_attempts
-    delay = None if dead else backoff(attempt)
+    delay = None if dead else retry_delay(attempt)
     values: dict[str, Any] = {"last_error": error[:4000]}
     if dead:
         values.update(status=EventStatus.DEAD, next_attempt_at=None)

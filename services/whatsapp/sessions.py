@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from datetime import timedelta
 from typing import Any, cast
 
@@ -21,6 +20,7 @@ from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, d
 from services.companies import company_events
 from services.phones import from_whatsapp_id
 from services.platform import runtime
+from services.platform.backoff import backoff
 from services.platform.errors import NotFound
 from services.platform.jobs import Job, enqueue
 from services.platform.transactions import on_commit
@@ -51,8 +51,8 @@ def qr_timings() -> tuple[float, float, int]:
 
 
 def reconnect_delay(attempt: int) -> float:
-    """Capped exponential backoff with jitter: up to 2 s, 4 s, 8 s … 300 s, scaled by 0.5–1."""
-    return min(RECONNECT_CAP_SECONDS, RECONNECT_BASE_SECONDS * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+    """The delay before reconnect (or gateway call retry) number ``attempt``: 1–2 s, 2–4 s … up to 300 s."""
+    return backoff(attempt, RECONNECT_BASE_SECONDS, RECONNECT_CAP_SECONDS)
 
 
 def get_company(company_id: int) -> Company:
