@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import pytest
@@ -110,3 +111,10 @@ def test_cli_is_registered_on_the_app(app):
 def test_replay_of_nothing_is_an_error(ctx):
     with pytest.raises(Exception, match="give event ids or a status"):
         admin.replay()
+
+
+def test_admin_listing_writes_dates_as_the_reference_does(client, company_factory, admin_headers):
+    made = company_factory()
+    _event(made.id, EventStatus.DEAD)
+    [listed] = client.get("/marketplace/admin/webhooks", headers=admin_headers).get_json()["events"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", listed["received_at"])

@@ -30,9 +30,10 @@ from services.access import api_keys
 from services.access.api_keys import Principal
 from services.access.webhook_secrets import webhook_url
 from services.companies import company_events
-from services.companies.queries import get_company, iso, status_payload
+from services.companies.queries import get_company, status_payload
 from services.platform import runtime
 from services.platform.backoff import backoff
+from services.platform.dates import iso
 from services.platform.errors import Conflict, Forbidden, NotFound, Unavailable
 from services.platform.jobs import Job, enqueue
 from services.platform.metrics import CALLBACKS

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
 from models import Company, CompanyEvent, IntegrationStatus, WhatsAppSession, db, utcnow
 from services.access import api_keys, tokens
+from services.platform.dates import iso
 from services.platform.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from services.platform.ids import MAX_BIG_ID, parse_id
 
@@ -21,12 +22,6 @@ DISCONNECTED_STATUSES = (IntegrationStatus.DISCONNECTED, IntegrationStatus.FROZE
 CONNECTION_EVENTS = ("connected",)
 DISCONNECTION_EVENTS = ("disconnected", "uninstalled")
 
-
-def iso(moment: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``, to the second, as the reference writes dates."""
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def get_company(company_id: int) -> Company:

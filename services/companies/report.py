@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from models import ApiKey, Callback, CompanyEvent, WebhookEvent, WhatsAppSession, db
 from services.access import webhook_secrets
-from services.companies.queries import get_company, iso
+from services.companies.queries import get_company
+from services.platform.dates import iso
 from services.platform.logs import Redactor
 
 _redact = Redactor()

@@ -10,6 +10,7 @@ from sqlalchemy import and_, func, or_, select, update
 
 from models import EventStatus, WebhookEvent, db, utcnow
 from services.platform import runtime
+from services.platform.dates import iso
 from services.platform.errors import InvalidInput
 from services.platform.jobs import Job, try_enqueue
 from services.webhooks import EVENTS
@@ -30,9 +31,9 @@ def serialise(event: WebhookEvent, with_payload: bool = False) -> dict[str, Any]
         "attempts": event.attempts,
         "last_error": event.last_error,
         "reject_reason": event.reject_reason,
-        "received_at": event.received_at.isoformat(),
-        "processed_at": event.processed_at.isoformat() if event.processed_at else None,
-        "next_attempt_at": event.next_attempt_at.isoformat() if event.next_attempt_at else None,
+        "received_at": iso(event.received_at),
+        "processed_at": iso(event.processed_at),
+        "next_attempt_at": iso(event.next_attempt_at),
     }
     if with_payload:
         body["payload"] = event.payload
