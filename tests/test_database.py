@@ -23,3 +23,19 @@ def test_two_apps_keep_their_own_engines(app, make_app, run_dir):
             assert db.session.get_bind() is other.extensions["db"].engine
         assert db.session.get_bind() is first_engine
     assert app.extensions["db"].engine is first_engine
+
+
+def test_add_unless_exists_undoes_only_its_own_savepoint(ctx, company_factory):
+    from models import Company, CompanyEvent
+    from services.platform.transactions import add_unless_exists
+
+    taken = company_factory()
+    earlier = CompanyEvent(company_id=taken.id, kind="earlier_work")
+    db.session.add(earlier)
+    db.session.flush()
+    assert add_unless_exists(Company(salon_id=taken.salon_id)) is False
+    assert add_unless_exists(Company(salon_id=taken.salon_id + 10_000)) is True
+    db.session.commit()
+    kinds = [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=taken.id)]
+    assert kinds == ["earlier_work"]
+    assert db.session.query(Company).filter_by(salon_id=taken.salon_id + 10_000).count() == 1

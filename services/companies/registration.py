@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db
 from services.access import api_keys, install_signature, tokens, webhook_secrets
@@ -20,6 +19,7 @@ from services.phones import parse_phone
 from services.platform import runtime
 from services.platform.errors import Conflict, InvalidInput, Unauthorized
 from services.platform.ids import MAX_BIG_ID, as_id
+from services.platform.transactions import add_unless_exists
 
 MISSING_SALON_ID = "Отсутствует обязательный параметр salon_id"
 BAD_SALON_ID = "Параметр salon_id должен быть положительным целым числом"
@@ -121,11 +121,7 @@ def _create(salon_id: int, source: str, user: MarketplaceUser | None, **fields: 
     """Insert the company, or None when another request inserted the same salon first."""
     company = Company(salon_id=salon_id, integration_status=IntegrationStatus.PENDING, **fields)
     _apply_user(company, user)
-    db.session.add(company)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
+    if not add_unless_exists(company):
         return None
     company_events.record(company.id, "registered", source=source)
     return company

@@ -7,12 +7,24 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from models import db
 
 log = logging.getLogger(__name__)
 _KEY = "on_commit"
+
+
+def add_unless_exists(row: Any) -> bool:
+    """Insert ``row`` inside a savepoint; False when a UNIQUE constraint says another transaction
+    inserted it first (only the savepoint is undone: the rest of the transaction stands)."""
+    try:
+        with db.session.begin_nested():
+            db.session.add(row)
+        return True
+    except IntegrityError:
+        return False
 
 
 def on_commit(fn: Callable[[], Any]) -> None:

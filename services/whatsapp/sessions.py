@@ -13,7 +13,6 @@ from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from integrations.whatsapp.waha import phone_from_me
 from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
@@ -23,7 +22,7 @@ from services.platform import runtime
 from services.platform.backoff import backoff
 from services.platform.errors import NotFound
 from services.platform.jobs import Job, enqueue
-from services.platform.transactions import on_commit
+from services.platform.transactions import add_unless_exists, on_commit
 from services.whatsapp import qr
 from services.whatsapp.gateway import company_id_for_session, gateway, session_name
 
@@ -71,14 +70,11 @@ def session_for(company_id: int, lock: bool = False) -> WhatsAppSession:
     found = db.session.scalars(query).first()
     if found is not None:
         return found
-    try:
-        with db.session.begin_nested():
-            row = WhatsAppSession(company_id=company_id, gateway_session=session_name(company_id),
-                                  status=SessionStatus.STOPPED, attempt=0, qr_count=0, reconnect_attempts=0)
-            db.session.add(row)
+    row = WhatsAppSession(company_id=company_id, gateway_session=session_name(company_id),
+                          status=SessionStatus.STOPPED, attempt=0, qr_count=0, reconnect_attempts=0)
+    if add_unless_exists(row):
         return row
-    except IntegrityError:
-        return db.session.scalars(query).one()
+    return db.session.scalars(query).one()
 
 
 def snapshot(company_id: int) -> dict[str, Any]:
