@@ -37,10 +37,6 @@ class PartnerResponse:
     message: str
     excerpt: str = ""
 
-    @property
-    def accepted(self) -> bool:
-        return self.outcome is Outcome.ACCEPTED
-
 
 def _message_of(body: Any) -> str | None:
     """YClients puts the human message in ``meta.message`` (v2) or ``message`` / ``errors``."""

@@ -13,7 +13,7 @@ from services.platform.jobs import Job
 
 @shared_task(name=Job.HEALTH_PING, acks_late=False, expires=30)
 def ping(nonce: str = "") -> dict[str, object]:
-    """Answer the health check and publish a ``health.pong`` on the system channel."""
+    """Answer the readiness check's round trip through the broker."""
     return health.pong(nonce, worker=socket.gethostname())
 
 

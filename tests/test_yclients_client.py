@@ -55,7 +55,7 @@ def test_answers_are_classified(fake, reply, outcome, status, message):
 def test_the_301_is_not_followed(fake):
     fake.script(13, fy.redirect_html())
     response = _send(fake, salon_id=13)
-    assert response.accepted and "<html>" in response.excerpt
+    assert response.outcome is Outcome.ACCEPTED and "<html>" in response.excerpt
     assert len(fake.requests) == 1  # the Location was not fetched
 
 

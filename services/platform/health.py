@@ -12,15 +12,12 @@ from models import db
 from services.platform import runtime
 from services.platform.jobs import Job, enqueue
 
-SYSTEM_CHANNEL = "system"
 BEAT_STALE_AFTER = 60.0
 
 
 def pong(nonce: str, worker: str) -> dict[str, Any]:
-    """What a worker answers to ``health.ping``; also published for listeners in other processes."""
-    data: dict[str, Any] = {"nonce": nonce, "worker": worker, "at": time.time()}
-    runtime.bus().publish(SYSTEM_CHANNEL, {"event": "health.pong", "data": data})
-    return data
+    """What a worker answers to ``health.ping`` (the readiness check's round trip)."""
+    return {"nonce": nonce, "worker": worker, "at": time.time()}
 
 
 def record_beat(at: float) -> None:

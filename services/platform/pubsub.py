@@ -59,11 +59,6 @@ class EventBus(ABC):
 
         return unsubscribe
 
-    def subscriber_count(self) -> int:
-        """How many local callbacks are registered, over all channels."""
-        with self._lock:
-            return sum(len(c) for c in self._callbacks.values())
-
     def _dispatch(self, channel: str, message: Message) -> None:
         with self._lock:
             callbacks = list(self._callbacks.get(channel, ()))
