@@ -3,10 +3,9 @@
 import os
 
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '3000')}")
-# gthread: each WebSocket holds a thread while open, so threads bound the sockets per process.
-# Measured (docs/BENCHMARKS.md): 500 idle sockets in one process keep HTTP p95 under 10 ms; threads
-# are started on demand, so idle capacity costs nothing. The app refuses sockets beyond
-# WEBSOCKET_MAX_PER_PROCESS (480) so 32 threads always remain for HTTP.
+# gthread: each WebSocket holds a thread while open, so threads bound the sockets per process
+# (docs/BENCHMARKS.md, "WebSockets"); threads are started on demand, so idle capacity costs nothing.
+# The app refuses sockets beyond WEBSOCKET_MAX_PER_PROCESS (480) so 32 threads always remain for HTTP.
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "512"))

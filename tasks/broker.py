@@ -1,9 +1,8 @@
 """The Celery broker transport: kombu's Redis transport, with one Redis client per channel.
 
 kombu's Redis channel builds a new ``redis.Redis`` object for every publish, fanout and ack
-(``Channel.conn_or_acquire``), and redis-py 7 fills some 300 response callbacks into each one.
-Measured here, that was most of a ``send_task``'s CPU time: four clients per task message with
-task-sent events on, ~2 ms of the web process's CPU per message. The clients are interchangeable
+(``Channel.conn_or_acquire``), and redis-py 7 fills some 300 response callbacks into each one:
+most of a ``send_task``'s CPU time (docs/BENCHMARKS.md, "Figures behind the code"). The clients are interchangeable
 views of the channel's connection pool, so one client built once per channel sends exactly the
 same commands over the same pool.
 """

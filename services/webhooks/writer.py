@@ -36,15 +36,15 @@ from services.webhooks.parsing import Malformed, excerpt, parse_delivery
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
-# Measured at ~200 req/s: with 50 ms the worker spent 2.1-2.8 ms of CPU per event (many small
-# batches, each a task), with 200 ms 1.3-1.4 ms; processing starts within ~0.2 s of the commit.
+# Longer gathering means fewer, larger process_batch tasks (less worker CPU per event) and later
+# processing; the trade-off is measured in docs/BENCHMARKS.md ("Figures behind the code").
 ENQUEUE_COALESCE_SECONDS = 0.2
 # The inbox columns the writer fills, in the order of the PostgreSQL statement's rows.
 COLUMNS = ("company_id", "source", "dedupe_key", "type", "payload", "status", "reject_reason", "request_id",
            "attempts", "received_at")
 # On PostgreSQL the two statements of a batch go straight to psycopg2 (``execute_values`` builds the
-# multi-row INSERT in C): measured, SQLAlchemy's insertmanyvalues and result processing cost ~0.3 ms
-# of CPU per row and ~0.4 ms per company SELECT, most of a webhook's cost in the web process.
+# multi-row INSERT in C): SQLAlchemy's insertmanyvalues and result processing were most of a
+# webhook's cost in the web process (docs/BENCHMARKS.md, "Figures behind the code").
 PG_INSERT = (f"INSERT INTO {EVENTS.name} ({', '.join(COLUMNS)}) VALUES %s "
              "ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key, id")
 PG_COMPANIES = "SELECT id, salon_id, webhook_secret_generation FROM companies WHERE id = ANY(%s)"
