@@ -63,15 +63,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine tuned for the URL's database: pooled PostgreSQL or a WAL-mode SQLite file."""
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> Engine:
+    """An engine tuned for the URL's database: pooled PostgreSQL (``pool_size`` connections kept open,
+    up to ``max_overflow`` more while busy) or a WAL-mode SQLite file."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_recycle=1800)
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=max_overflow, pool_recycle=1800)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ class Database:
 
     def init_app(self, app: Any) -> None:
         """Give ``app`` its own engine (from its settings); the session is removed after every context."""
-        app.extensions["db"] = _AppDatabase(make_engine(app.config["SETTINGS"].database_url))
+        settings = app.config["SETTINGS"]
+        engine = make_engine(settings.database_url, settings.database_pool_size, settings.database_max_overflow)
+        app.extensions["db"] = _AppDatabase(engine)
 
         @app.teardown_appcontext
         def _remove_session(exc: BaseException | None) -> None:

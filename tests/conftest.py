@@ -109,6 +109,8 @@ def service_env(backends: Backends, fake_yclients: FakeYClients) -> dict[str, st
         "CALLBACK_RETRY_MAX_SECONDS": "1",
         "APP_ENV": "test",
         "DATABASE_URL": backends.database_url,
+        # Every app a test builds has its own engine: keep few idle connections in each.
+        "DATABASE_POOL_SIZE": "1",
         "REDIS_URL": backends.redis_url,
         "REDIS_NAMESPACE": backends.namespace,
         "SECRET_KEY": TEST_SECRET,
@@ -123,10 +125,15 @@ def _overrides(env: dict[str, str]) -> dict[str, Any]:
     return {k.lower(): v for k, v in env.items()}
 
 
+# Every app the tests built; their idle database connections are closed after each test, so a run
+# holds few connections however many apps it builds (the machine's PostgreSQL serves other runs too).
+_BUILT_APPS: list[Flask] = []
+
+
 @pytest.fixture(scope="session")
 def make_app(service_env: dict[str, str]) -> Iterator[Callable[..., Flask]]:
     """Build an app on this run's backends with extra settings (``make_app(ratelimit_enabled=True)``)."""
-    apps: list[Flask] = []
+    apps = _BUILT_APPS
 
     def factory(**overrides: Any) -> Flask:
         from web import create_app
@@ -189,6 +196,8 @@ def _isolation(request: pytest.FixtureRequest, backends: Backends, cleanup_engin
     if "app" not in request.fixturenames and "make_app" not in request.fixturenames:
         return
     db.session.remove()
+    for built in _BUILT_APPS:
+        built.extensions["db"].engine.dispose()  # closes idle connections; busy ones close when returned
     engine = cleanup_engine
     tables = [t.name for t in Base.metadata.sorted_tables]
     if backends.is_postgres:

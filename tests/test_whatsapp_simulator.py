@@ -175,7 +175,8 @@ def test_terminal_disconnects_do_not_reconnect(sim, code, reason):
     company_id, received = _connected(sim)
     gateway.simulate_disconnect(company_id, code)
     wait_until(lambda: _company(company_id).integration_status == "disconnected", timeout=10)
-    assert {"companyId": company_id, "reason": reason} in events_named(received, "whatsapp.disconnected")
+    # Published after the commit: the event may arrive a moment after the row changed.
+    wait_until(lambda: {"companyId": company_id, "reason": reason} in events_named(received, "whatsapp.disconnected"))
     row = _session(company_id)
     assert row is not None and row.status == SessionStatus.FAILED and row.failure_reason == reason
     assert row.reconnect_attempts == 0 and row.last_disconnect_code == code
@@ -186,7 +187,8 @@ def test_replaced_session_stops_without_fighting(sim):
     company_id, received = _connected(sim)
     gateway.simulate_disconnect(company_id, 440)
     wait_until(lambda: _session(company_id).status == SessionStatus.STOPPED, timeout=10)  # type: ignore[union-attr]
-    assert {"companyId": company_id, "reason": "replaced"} in events_named(received, "whatsapp.disconnected")
+    replaced = {"companyId": company_id, "reason": "replaced"}
+    wait_until(lambda: replaced in events_named(received, "whatsapp.disconnected"))
     assert _company(company_id).integration_status == "disconnected"
 
 

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
 
     app_env: Literal["development", "production", "test"] = "development"
     database_url: str = "sqlite:///var/app.db"
+    # Per process: connections kept open, and how many more a burst may open (PostgreSQL only).
+    database_pool_size: int = Field(10, ge=1)
+    database_max_overflow: int = Field(20, ge=0)
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_namespace: str = Field("ycwa", pattern=r"^[A-Za-z0-9_.-]+$")
     secret_key: str = DEV_SECRET
