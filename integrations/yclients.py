@@ -1,7 +1,8 @@
-"""The YClients marketplace partner API client (``/marketplace/partner/...``).
+"""The YClients marketplace partner API client (``/marketplace/...``).
 
-Only what the service uses today is wrapped (the activation callback); ``request`` is the one
-place that speaks HTTP, so payments, install status and uninstall calls can be added beside it.
+What the service uses is wrapped: the activation callback and the installation status of our
+application in a salon; ``request`` is the one place that speaks HTTP, so payments and uninstall
+calls can be added beside them.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ ALREADY_INSTALLED = "уже установил"
 EXCERPT_LENGTH = 500
 # 4xx answers that mean "try again later" rather than "no".
 RETRYABLE_CLIENT_ERRORS = (408, 425, 429)
+# ``data.connection_status.status`` of an installation: pending (waiting for our activation), active,
+# freezed (frozen for non-payment). Only the first two let the salon use the application.
+INSTALLED_STATUSES = ("pending", "active")
 
 
 class Outcome(StrEnum):
@@ -36,6 +40,7 @@ class PartnerResponse:
     http_status: int | None
     message: str
     excerpt: str = ""
+    body: Any = None  # the answer's JSON, when it was JSON
 
 
 def _message_of(body: Any) -> str | None:
@@ -56,10 +61,10 @@ def classify(status: int, text: str) -> PartnerResponse:
     """Sort an HTTP answer into accepted / rejected / retry (DESIGN.md §6, platform facts)."""
     excerpt = text[:EXCERPT_LENGTH]
     try:
-        message = _message_of(json.loads(text)) if text else None
+        body = json.loads(text) if text else None
     except ValueError:
-        message = None  # HTML instead of JSON, as YClients' 301 and some errors send
-    message = message or f"HTTP {status}"
+        body = None  # HTML instead of JSON, as YClients' 301 and some errors send
+    message = _message_of(body) or f"HTTP {status}"
     if 200 <= status < 300 or status == 301:
         outcome = Outcome.ACCEPTED
     elif status == 403 and ALREADY_INSTALLED in message.lower():
@@ -68,7 +73,27 @@ def classify(status: int, text: str) -> PartnerResponse:
         outcome = Outcome.RETRY
     else:
         outcome = Outcome.REJECTED
-    return PartnerResponse(outcome, status, message, excerpt)
+    return PartnerResponse(outcome, status, message, excerpt, body)
+
+
+@dataclass(frozen=True)
+class Installation:
+    """What YClients says about our application in one salon (``GET /marketplace/salon/{id}/application/{id}``)."""
+
+    response: PartnerResponse
+    status: str | None  # connection_status.status; None when YClients named none (not installed, or no answer)
+
+    @property
+    def installed(self) -> bool:
+        return self.response.http_status == 200 and self.status in INSTALLED_STATUSES
+
+
+def _connection_status(body: Any) -> str | None:
+    """``data.connection_status.status`` of a v2 answer, if it has one."""
+    data = body.get("data") if isinstance(body, dict) else None
+    connection = data.get("connection_status") if isinstance(data, dict) else None
+    status = connection.get("status") if isinstance(connection, dict) else None
+    return status if isinstance(status, str) else None
 
 
 class YClientsPartnerClient:
@@ -114,3 +139,8 @@ class YClientsPartnerClient:
             "webhook_urls": webhook_urls,
         }
         return self.request("POST", "/partner/callback", payload)
+
+    def installation(self, salon_id: int, application_id: int) -> Installation:
+        """Whether our application is installed in ``salon_id``, and in which state."""
+        response = self.request("GET", f"/salon/{salon_id}/application/{application_id}")
+        return Installation(response, _connection_status(response.body))

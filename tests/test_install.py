@@ -10,12 +10,24 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from models import Company, CompanyEvent, IntegrationStatus, db
-from services.access import install_signature, tokens
+from models import ApiKey, Company, CompanyEvent, IntegrationStatus, db
+from services.access import api_keys, install_signature, tokens
+from services.companies import installation
+from tests.fakes import yclients as fy
 from tests.fakes.yclients import PARTNER_TOKEN, signed_user_data
 
 USER = {"id": 123, "name": "Мария", "phone": "79001234567", "email": "owner@example.com",
         "is_approved": True, "avatar": "", "salon_name": "Салон Мария"}
+
+
+@pytest.fixture(autouse=True)
+def yclients(fake_yclients):
+    """The fake partner API, with our application installed in the salons these tests install."""
+    fake_yclients.reset()
+    for salon_id in (700001, 700002, 700003, 700004, 700011):
+        fake_yclients.install(salon_id)
+    yield fake_yclients
+    fake_yclients.reset()
 
 
 def _install(client, **params):
@@ -121,8 +133,9 @@ def test_without_a_partner_token_installs_are_refused(make_app, ctx):
     assert response.status_code == 403 and install_signature.NOT_CONFIGURED in response.get_data(as_text=True)
 
 
-def test_reinstall_of_an_uninstalled_salon_starts_it_again(client, ctx, company_factory):
+def test_reinstall_of_an_uninstalled_salon_starts_it_again(client, ctx, company_factory, yclients):
     made = company_factory(status=IntegrationStatus.UNINSTALLED, webhook_secret_generation=-1)
+    yclients.install(made.salon_id, "pending")
     user_data, sign = signed_user_data(USER)
     params = _connect_params(_install(client, salon_id=made.salon_id, user_data=user_data, user_data_sign=sign))
     assert params["company"] == str(made.id)
@@ -132,3 +145,69 @@ def test_reinstall_of_an_uninstalled_salon_starts_it_again(client, ctx, company_
     assert company.webhook_secret_generation == 2
     kinds = {e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=made.id)}
     assert "reinstalled" in kinds
+
+
+def _kinds(company_id: int) -> list[str]:
+    return [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=company_id).order_by(CompanyEvent.id)]
+
+
+def test_a_signature_for_a_salon_registered_to_someone_else_opens_its_connect_page_and_changes_nothing(
+    client, ctx, company_factory
+):
+    victim = company_factory(title="Салон Жертвы", email="owner@victim.example", marketplace_user_id=42,
+                             marketplace_user_name="Владелец")
+    attacker, sign = signed_user_data({**USER, "id": 666, "name": "Чужой", "salon_name": "Чужой салон"})
+    params = _connect_params(_install(client, salon_id=victim.salon_id, user_data=attacker, user_data_sign=sign))
+    assert params["company"] == str(victim.id)
+    company = db.session.get(Company, victim.id, populate_existing=True)
+    assert (company.title, company.email) == ("Салон Жертвы", "owner@victim.example")
+    assert (company.marketplace_user_id, company.marketplace_user_name) == (42, "Владелец")
+    assert api_keys.authenticate(victim.api_key).company_id == victim.id
+    assert db.session.query(ApiKey).filter_by(company_id=victim.id).count() == 1
+    event = db.session.query(CompanyEvent).filter_by(company_id=victim.id, kind="reattached").one()
+    assert event.data == {"source": "install", "marketplace_user_id": 666, "same_user": False}
+
+
+def test_the_owner_coming_back_is_recorded_as_the_same_user(client, ctx):
+    user_data, sign = signed_user_data(USER)
+    first = _connect_params(_install(client, salon_id=700001, user_data=user_data, user_data_sign=sign))
+    _connect_params(_install(client, salon_id=700001, user_data=user_data, user_data_sign=sign))
+    event = db.session.query(CompanyEvent).filter_by(company_id=int(first["company"]), kind="reattached").one()
+    assert event.data["same_user"] is True
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "message"),
+    [
+        pytest.param(None, 403, installation.NOT_INSTALLED, id="not-installed"),
+        pytest.param(fy.installation("freezed"), 403, installation.FROZEN, id="frozen"),
+        pytest.param(fy.server_error(), 503, installation.UNREACHABLE, id="yclients-failing"),
+        pytest.param(fy.slow(5), 503, installation.UNREACHABLE, id="yclients-too-slow"),
+        pytest.param(fy.unauthorized(), 502, installation.REFUSED, id="token-refused"),
+    ],
+)
+def test_a_first_install_needs_yclients_to_confirm_the_application_is_installed(
+    make_app, yclients, answer, status, message
+):
+    app = make_app(yclients_timeout_seconds=0.5)
+    if answer is not None:
+        yclients.script(700020, answer)
+    user_data, sign = signed_user_data(USER)
+    response = _install(app.test_client(), salon_id=700020, user_data=user_data, user_data_sign=sign)
+    assert response.status_code == status and message in response.get_data(as_text=True)
+    [call] = yclients.calls_for(700020)
+    assert call.method == "GET" and call.path == f"/marketplace/salon/700020/application/{fy.APPLICATION_ID}"
+    with app.app_context():
+        assert db.session.query(Company).filter_by(salon_id=700020).count() == 0
+
+
+def test_an_uninstalled_salon_is_not_restarted_without_yclients_confirming_the_new_install(
+    client, ctx, company_factory
+):
+    made = company_factory(status=IntegrationStatus.UNINSTALLED, webhook_secret_generation=-1)
+    user_data, sign = signed_user_data(USER)
+    response = _install(client, salon_id=made.salon_id, user_data=user_data, user_data_sign=sign)
+    assert response.status_code == 403 and installation.NOT_INSTALLED in response.get_data(as_text=True)
+    company = db.session.get(Company, made.id, populate_existing=True)
+    assert company.integration_status == IntegrationStatus.UNINSTALLED and company.webhook_secret_generation == -1
+    assert "reinstalled" not in _kinds(made.id)

@@ -135,8 +135,11 @@ def test_retried_delivery_has_one_effect_but_another_day_counts_again(lifecycle_
 
 @pytest.mark.parametrize("event, status", [("uninstall", IntegrationStatus.UNINSTALLED),
                                            ("freeze", IntegrationStatus.FROZEN)])
-def test_the_same_event_after_a_reinstall_on_the_same_day_counts_again(lifecycle_app, company_factory, event, status):
+def test_the_same_event_after_a_reinstall_on_the_same_day_counts_again(
+    lifecycle_app, company_factory, fake_yclients, event, status
+):
     made = company_factory(status=IntegrationStatus.ACTIVE)
+    fake_yclients.install(made.salon_id, "pending", application_id=APPLICATION_ID, partner_token=PARTNER_TOKEN)
     body = _body(made.salon_id, event)
     with lifecycle_app.test_client() as c:
         assert c.post("/marketplace/webhook/yclients", json=body).status_code == 200

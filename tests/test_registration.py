@@ -9,16 +9,18 @@ import pytest
 
 from models import ApiKey, Company, CompanyEvent, IntegrationStatus, db
 from services.access import api_keys, tokens
+from services.companies import installation
 from services.companies.registration import (
     ALREADY_REGISTERED,
     BAD_EMAIL,
     BAD_JSON,
     BAD_SALON_ID,
+    CONNECT_ONLY,
     MISSING_SALON_ID,
     PROOF_REQUIRED,
 )
 from services.phones import BAD_PHONE
-from tests.fakes.yclients import signed_user_data
+from tests.fakes.yclients import APPLICATION_ID, signed_user_data
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +78,15 @@ def test_a_company_key_is_no_proof_for_a_new_salon(client, company_factory):
     assert response.status_code == 401
 
 
-def test_a_valid_yclients_signature_registers(client, ctx):
+@pytest.fixture
+def yclients(fake_yclients):
+    fake_yclients.reset()
+    yield fake_yclients
+    fake_yclients.reset()
+
+
+def test_a_valid_yclients_signature_registers(client, ctx, yclients):
+    yclients.install(5004)
     user_data, sign = signed_user_data({"id": 77, "name": "Анна", "email": "a@example.com", "salon_name": "Салон"})
     body = {"salon_id": 5004, "user_data": user_data, "user_data_sign": sign}
     response = client.post("/marketplace/register", json=body)
@@ -152,19 +162,42 @@ def test_re_registration_without_proof_is_a_conflict(client, company_factory):
         assert response.json == {"success": False, "error": ALREADY_REGISTERED}
 
 
-@pytest.mark.parametrize("proof", ["own_key", "admin", "signature"])
+def test_a_signature_for_a_new_salon_needs_yclients_to_report_the_application_installed(client, ctx, yclients):
+    user_data, sign = signed_user_data({"id": 78, "name": "Анна"})
+    body = {"salon_id": 5006, "user_data": user_data, "user_data_sign": sign}
+    response = client.post("/marketplace/register", json=body)
+    assert response.status_code == 403 and response.json == {"success": False, "error": installation.NOT_INSTALLED}
+    assert db.session.query(Company).filter_by(salon_id=5006).count() == 0
+    assert [call.path for call in yclients.calls_for(5006)] == [
+        f"/marketplace/salon/5006/application/{APPLICATION_ID}"]
+
+
+def test_a_signature_for_a_salon_registered_to_someone_else_gets_no_key(client, ctx, company_factory):
+    victim = company_factory(phone="+79001112233", email="owner@victim.example", marketplace_user_id=42)
+    user_data, sign = signed_user_data({"id": 666, "name": "Чужой", "email": "evil@example.com"})
+    body = {"salon_id": victim.salon_id, "phone": "+79990000000", "email": "evil@example.com",
+            "user_data": user_data, "user_data_sign": sign}
+    response = client.post("/marketplace/register", json=body)
+    assert response.status_code == 200, response.json
+    assert response.json["api_key"] is None and response.json["webhook_url"] is None
+    assert response.json["company_id"] == victim.id and response.json["message"] == CONNECT_ONLY
+    token = parse_qs(urlsplit(response.json["connect_url"]).query)["token"][0]
+    assert tokens.verify_connect_token(token)["company_id"] == victim.id
+    assert api_keys.authenticate(victim.api_key).company_id == victim.id
+    company = db.session.get(Company, victim.id, populate_existing=True)
+    assert (company.phone, company.email, company.marketplace_user_id) == ("+79001112233", "owner@victim.example", 42)
+    assert company.marketplace_user_name is None
+    kinds = [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=victim.id)]
+    assert kinds == ["reattached"]
+
+
+@pytest.mark.parametrize("proof", ["own_key", "admin"])
 def test_re_registration_with_proof_issues_a_new_key(client, ctx, company_factory, admin_headers, proof):
     made = company_factory()
     first = client.post("/marketplace/register", json={"salon_id": made.salon_id}, headers=admin_headers)
     old_key = first.json["api_key"]
     body: dict = {"salon_id": made.salon_id, "phone": "+79990000000"}
-    headers = {}
-    if proof == "own_key":
-        headers = {"X-API-Key": old_key}
-    elif proof == "admin":
-        headers = admin_headers
-    else:
-        body["user_data"], body["user_data_sign"] = signed_user_data({"id": 9, "name": "Owner"})
+    headers = {"X-API-Key": old_key} if proof == "own_key" else admin_headers
     response = client.post("/marketplace/register", json=body, headers=headers)
     assert response.status_code == 200, response.json
     assert response.json["company_id"] == made.id and response.json["api_key"] != old_key

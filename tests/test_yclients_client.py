@@ -84,3 +84,34 @@ def test_a_wrong_partner_token_is_rejected(fake):
 def test_a_403_that_is_not_already_installed_is_a_rejection():
     assert classify(403, '{"success": false, "meta": {"message": "Доступ запрещён"}}').outcome is Outcome.REJECTED
     assert classify(403, "<html>Forbidden</html>").outcome is Outcome.REJECTED
+
+
+def _installation(fake, salon_id, token=fy.PARTNER_TOKEN, application_id=fy.APPLICATION_ID):
+    return YClientsPartnerClient(fake.url, token, 2.0).installation(salon_id, application_id)
+
+
+@pytest.mark.parametrize(("status", "installed"), [("pending", True), ("active", True), ("freezed", False)])
+def test_the_installation_status_is_read_from_connection_status(fake, status, installed):
+    fake.install(21, status)
+    found = _installation(fake, 21)
+    assert (found.status, found.installed, found.response.http_status) == (status, installed, 200)
+    [call] = fake.calls_for(21)
+    assert call.method == "GET" and call.path == f"/marketplace/salon/21/application/{fy.APPLICATION_ID}"
+    assert call.headers["Authorization"] == f"Bearer {fy.PARTNER_TOKEN}" and call.headers["Accept"] == ACCEPT
+
+
+def test_a_salon_without_the_application_is_not_installed(fake):
+    fake.install(22, "active", application_id=fy.APPLICATION_ID + 1)  # another application of ours
+    found = _installation(fake, 22)
+    assert not found.installed and found.status is None
+    assert found.response.outcome is Outcome.REJECTED and found.response.http_status == 404
+
+
+def test_installation_answers_without_a_valid_token_or_with_a_failure_are_not_installations(fake):
+    fake.install(23, "active")
+    refused = _installation(fake, 23, token="wrong")
+    assert (refused.installed, refused.response.http_status, refused.response.message) == (
+        False, 401, "Authentication needed.")
+    fake.script(23, fy.server_error())
+    failed = _installation(fake, 23)
+    assert not failed.installed and failed.response.outcome is Outcome.RETRY

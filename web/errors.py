@@ -35,6 +35,11 @@ MESSAGE_BY_STATUS = {
 }
 
 
+def status_of(exc: errors.ServiceError) -> int:
+    """The HTTP status of a domain error."""
+    return next((code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400)
+
+
 def error_response(status: int, message: str, **extra: Any) -> tuple[Response, int]:
     """``{"success": false, "error": message, ...extra}`` with ``status``."""
     return jsonify({"success": False, "error": message, **extra}), status
@@ -45,10 +50,7 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(errors.ServiceError)
     def _service_error(exc: errors.ServiceError) -> tuple[Response, int]:
-        status = next(
-            (code for cls, code in STATUS_BY_ERROR.items() if isinstance(exc, cls)), 400
-        )
-        return error_response(status, exc.message, **exc.extra)
+        return error_response(status_of(exc), exc.message, **exc.extra)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Any:

@@ -7,6 +7,10 @@ first use binds a signature to its salon in Redis for ``INSTALL_REPLAY_TTL_SECON
 link for the same salon keeps working (a refresh, the back button, a second visit), while the same
 signature presented for any other salon is refused. Re-using it for its own salon gains nothing
 beyond what the link already gave.
+
+Because the salon is not signed, a signature is never enough on its own: registration asks YClients
+whether our application is installed in that salon, and a signature for a salon that is already
+registered yields only its connect page (``services.companies.registration``).
 """
 
 from __future__ import annotations

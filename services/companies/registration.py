@@ -1,4 +1,16 @@
-"""Registering a salon (a company): from ``POST /register`` or YClients' signed install redirect."""
+"""Registering a salon (a company): from ``POST /register`` or YClients' signed install redirect.
+
+Who gets what:
+
+* a new salon is registered for the admin key, for a YClients install signature once the partner
+  API confirms our application is installed there (``services.companies.installation``), or for
+  anyone when no partner token is configured (development);
+* an existing salon is re-attached with a new API key only for its own key or the admin key;
+* a signature for an existing salon yields a connect-page session and nothing else (no key, no
+  webhook secret, no change to its data), recorded as a ``reattached`` company event. The
+  signature does not name the salon, so it cannot prove the salon is the signer's. An uninstalled
+  or frozen salon is restarted by it only once YClients confirms the new installation.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +26,7 @@ from services.access.api_keys import Principal
 from services.access.install_signature import MarketplaceUser
 from services.access.webhook_secrets import webhook_url
 from services.callbacks.activation import enqueue_callback
-from services.companies import company_events
+from services.companies import company_events, installation
 from services.phones import parse_phone
 from services.platform import runtime
 from services.platform.errors import Conflict, InvalidInput, Unauthorized
@@ -29,6 +41,10 @@ ALREADY_REGISTERED = "Салон уже зарегистрирован: нуже
 PROOF_REQUIRED = "Для регистрации нужна подпись YClients (user_data, user_data_sign) или ключ администратора"
 REGISTERED = "Компания успешно зарегистрирована"
 REATTACHED = "Компания уже была зарегистрирована: выдан новый API-ключ"
+CONNECT_ONLY = (
+    "Компания уже зарегистрирована: выдана ссылка на страницу подключения; "
+    "API-ключ выдаётся только по ключу компании или ключу администратора"
+)
 
 EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,63}$"
@@ -59,6 +75,7 @@ class Registration:
 
     def as_json(self) -> dict[str, Any]:
         """The reference's 201 body plus ``webhook_url``."""
+        message = REGISTERED if self.created else REATTACHED if self.api_key else CONNECT_ONLY
         return {
             "success": True,
             "company_id": self.company.id,
@@ -66,7 +83,7 @@ class Registration:
             "api_key": self.api_key,
             "connect_url": self.connect_url,
             "webhook_url": self.webhook_url,
-            "message": REGISTERED if self.created else REATTACHED,
+            "message": message,
         }
 
 
@@ -155,9 +172,10 @@ def register_company(
         existing = _find(request.salon_id)
         if existing is not None:
             return _reattach(existing, request, principal, user)
-        partner_token = runtime.settings().yclients_partner_token
-        if partner_token and user is None and not (principal and principal.is_admin):
-            raise Unauthorized(PROOF_REQUIRED)
+        if runtime.settings().yclients_partner_token and not (principal and principal.is_admin):
+            if user is None:
+                raise Unauthorized(PROOF_REQUIRED)
+            installation.confirm_installed(request.salon_id)
         company = _create(request.salon_id, "api", user, phone=request.phone, email=request.email)
         if company is not None:
             key = api_keys.issue_key(company.id, label=DEFAULT_KEY_LABEL)
@@ -168,8 +186,10 @@ def register_company(
 def _reattach(
     company: Company, request: RegistrationRequest, principal: Principal | None, user: MarketplaceUser | None
 ) -> Registration:
-    if user is None and not (principal and principal.may_act_for(company.id)):
-        raise Conflict(ALREADY_REGISTERED)
+    if not (principal and principal.may_act_for(company.id)):
+        if user is None:
+            raise Conflict(ALREADY_REGISTERED)
+        return _marketplace_visit(company, user, "api")
     company.phone = request.phone or company.phone
     company.email = request.email or company.email
     _apply_user(company, user)
@@ -180,16 +200,26 @@ def _reattach(
     return Registration(company, False, key, connect_url(company), webhook_url(company))
 
 
+def _marketplace_visit(company: Company, user: MarketplaceUser, source: str) -> Registration:
+    """A signature for a registered salon: a connect-page session only, recorded (see the module doc)."""
+    if company.integration_status in REACTIVATED_FROM:
+        installation.confirm_installed(company.salon_id)
+        _reactivate(company, source)
+    company_events.record(
+        company.id, "reattached", source=source, marketplace_user_id=user.id,
+        same_user=user.id is not None and user.id == company.marketplace_user_id,
+    )
+    return Registration(company, False, None, connect_url(company), None)
+
+
 def install_company(salon_id: int, user: MarketplaceUser) -> Registration:
     """Register or re-attach the salon of a verified install redirect (no API key is shown). Caller commits."""
     install_signature.bind_signature(user.signature, salon_id)
     for _ in range(2):
         company = _find(salon_id)
         if company is not None:
-            _apply_user(company, user)
-            _reactivate(company, "install")
-            company_events.record(company.id, "install_visit")
-            return Registration(company, False, None, connect_url(company), webhook_url(company))
+            return _marketplace_visit(company, user, "install")
+        installation.confirm_installed(salon_id)
         company = _create(salon_id, "install", user)
         if company is not None:
             return Registration(company, True, None, connect_url(company), webhook_url(company))

@@ -1,8 +1,12 @@
 """A local HTTP server that answers as YClients' marketplace partner API does, and records calls.
 
 Answers are scripted per salon (``fake.script(salon_id, created(), server_error())``); a salon
-with no script left gets ``201 Created``. Shapes follow what production saw: 201 JSON, 301 with an
-HTML body, 403 "already installed", 401/422 JSON errors, 500, and answers slower than a timeout.
+with no script left gets YClients' own answer: ``201 Created`` for the activation callback, and for
+``GET /marketplace/salon/{salon_id}/application/{application_id}`` the installation that
+``fake.install(salon_id, status)`` set up (200 with ``data.connection_status``), else 404. Shapes
+follow YClients' documentation and what production saw: 201 JSON, 301 with an HTML body, 403
+"already installed", 401 "Authentication needed." without a valid partner token, 422, 500, and
+answers slower than a timeout.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
@@ -21,6 +26,7 @@ from tests.fakes.local_http import LocalHTTPServer
 
 PARTNER_TOKEN = "test-partner-token-0123456789"
 APPLICATION_ID = 4242
+INSTALLATION_PATH = re.compile(r"^/marketplace/salon/(\d+)/application/(\d+)/?$")
 
 
 def signed_user_data(user: dict[str, Any], partner_token: str = PARTNER_TOKEN) -> tuple[str, str]:
@@ -66,6 +72,17 @@ def unauthorized() -> Reply:
     return Reply(401, _v2(False, None, "Необходима авторизация"))
 
 
+def installation(status: str, created_at: str = "2024-09-16 12:00:00") -> Reply:
+    """YClients' answer about an installation: its state, the change log and payments (none here)."""
+    logs = [{"changed_at": created_at, "status_from": "uninstalled", "status_to": "pending", "source": "marketplace"}]
+    data = {"logs": logs, "payments": [], "connection_status": {"status": status, "created_at": created_at}}
+    return Reply(200, json.dumps({"success": True, "data": data, "meta": {}}))
+
+
+def not_found() -> Reply:
+    return Reply(404, _v2(False, None, "Not found"))
+
+
 def unprocessable(message: str = "Неверный api_key") -> Reply:
     return Reply(422, _v2(False, None, message))
 
@@ -104,6 +121,7 @@ class FakeYClients(LocalHTTPServer):
         super().__init__()
         self.requests: list[Recorded] = []
         self._scripts: dict[int | None, deque[Reply]] = defaultdict(deque)
+        self._installations: dict[tuple[str, int, int], str] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -116,15 +134,24 @@ class FakeYClients(LocalHTTPServer):
         with self._lock:
             self._scripts[salon_id].extend(replies)
 
+    def install(
+        self, salon_id: int, status: str = "pending", application_id: int = APPLICATION_ID,
+        partner_token: str = PARTNER_TOKEN,
+    ) -> None:
+        """Our application is installed in ``salon_id`` (``pending`` until activated, ``active``, ``freezed``)."""
+        with self._lock:
+            self._installations[(partner_token, application_id, salon_id)] = status
+
     def reset(self) -> None:
         with self._lock:
             self._scripts.clear()
+            self._installations.clear()
             self.requests.clear()
 
     def calls_for(self, salon_id: int) -> list[Recorded]:
-        """Recorded requests whose JSON body names ``salon_id``."""
+        """Recorded requests that name ``salon_id`` (in the JSON body, or in the path of a GET)."""
         with self._lock:
-            return [r for r in self.requests if isinstance(r.body, dict) and r.body.get("salon_id") == salon_id]
+            return [r for r in self.requests if _salon_of(r.path, r.body) == salon_id]
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -133,7 +160,7 @@ class FakeYClients(LocalHTTPServer):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        salon_id = body.get("salon_id") if isinstance(body, dict) else None
+        salon_id = _salon_of(handler.path, body)
         with self._lock:
             self.requests.append(Recorded(method, handler.path, dict(handler.headers.items()), body))
             queue = self._scripts.get(salon_id)
@@ -154,10 +181,24 @@ class FakeYClients(LocalHTTPServer):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout tests)
 
-    @staticmethod
-    def _default(handler: BaseHTTPRequestHandler) -> Reply:
-        if handler.headers.get("Authorization") != f"Bearer {PARTNER_TOKEN}":
-            return unauthorized()
-        if handler.path.rstrip("/") != "/marketplace/partner/callback":
-            return Reply(404, _v2(False, None, "Not found"))
+    def _default(self, handler: BaseHTTPRequestHandler) -> Reply:
+        scheme, _, token = (handler.headers.get("Authorization") or "").partition(" ")
+        with self._lock:
+            known = {PARTNER_TOKEN} | {key[0] for key in self._installations}
+            installations = dict(self._installations)
+        if scheme != "Bearer" or token not in known:
+            return Reply(401, _v2(False, None, "Authentication needed."))
+        found = INSTALLATION_PATH.match(handler.path)
+        if found and handler.command == "GET":
+            status = installations.get((token, int(found.group(2)), int(found.group(1))))
+            return installation(status) if status else not_found()
+        if handler.path.rstrip("/") != "/marketplace/partner/callback" or handler.command != "POST":
+            return not_found()
         return created()
+
+
+def _salon_of(path: str, body: Any) -> int | None:
+    found = INSTALLATION_PATH.match(path)
+    if found:
+        return int(found.group(1))
+    return body.get("salon_id") if isinstance(body, dict) else None

@@ -10,9 +10,10 @@ from werkzeug.wrappers import Response
 from models import db
 from services.access import install_signature
 from services.companies import registration
-from services.platform.errors import Forbidden, InvalidInput
+from services.platform.errors import ServiceError
 from web.auth import current_principal
 from web.bodies import json_object
+from web.errors import status_of
 from web.limits import public_limit
 from web.marketplace import bp
 
@@ -40,10 +41,8 @@ def install_redirect() -> Response | tuple[str, int]:
         salon_value = request.args.get("salon_id") or next(iter(request.args.getlist("salon_ids[]")), None)
         salon_id = registration.parse_salon_id(salon_value)
         result = registration.install_company(salon_id, user)
-    except (Forbidden, InvalidInput) as exc:
+    except ServiceError as exc:
         db.session.rollback()
-        status = 403 if isinstance(exc, Forbidden) else 400
-        page = render_template("install_error.html", message=exc.message)
-        return page, status
+        return render_template("install_error.html", message=exc.message), status_of(exc)
     db.session.commit()
     return redirect(result.connect_url, code=302)
