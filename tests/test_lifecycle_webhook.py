@@ -284,3 +284,30 @@ def test_a_retried_session_end_tells_the_pages_once(ctx, company_factory):
     finally:
         unsubscribe()
     assert [m["data"]["reason"] for m in pushed if m["event"] == "whatsapp.disconnected"] == ["logged_out", "stopped"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param({"reason": "x"}, id="reason-key"),
+        pytest.param({"company_id": 2}, id="company-id-key"),
+        pytest.param({"company_id": "abc"}, id="company-id-text"),
+        pytest.param({"source": "yclients", "payload": [1], "request_id": {"a": 1}}, id="other-argument-names"),
+    ],
+)
+@pytest.mark.parametrize("token", [PARTNER_TOKEN, "wrong-token"])
+def test_keys_of_a_rejected_body_are_stored_as_data_never_used_as_arguments(
+    lifecycle_app, company_factory, extra, token
+):
+    other = company_factory()
+    body = {**_body(10**12, "freeze", token), **extra}  # an unknown salon (or a wrong token): rejected
+    with lifecycle_app.test_client() as c:
+        response = c.post("/marketplace/webhook/yclients", json=body)
+    assert response.status_code == (200 if token == PARTNER_TOKEN else 401)
+    with lifecycle_app.app_context():
+        [event] = _events()
+        assert (event.status, event.company_id, event.source) == (EventStatus.REJECTED, None, "lifecycle")
+        assert event.reject_reason == ("unknown salon" if token == PARTNER_TOKEN else "invalid partner token")
+        assert set(event.payload) == {"excerpt"} and token not in event.payload["excerpt"]
+        assert json.loads(event.payload["excerpt"]) == {k: v for k, v in body.items() if k != "partner_token"}
+        assert db.session.get(Company, other.id) is not None

@@ -14,6 +14,7 @@ idempotent, so a retry that crosses midnight is harmless.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 from typing import Any
 
@@ -23,6 +24,7 @@ from models import Company, CompanyEvent, EventSource, IntegrationStatus, Webhoo
 from services.access import api_keys, webhook_secrets
 from services.companies import company_events
 from services.platform import runtime
+from services.platform.ids import MAX_BIG_ID, as_id
 from services.platform.jobs import Job, enqueue
 from services.webhooks.ingest import Received, rejected_values, store
 from services.webhooks.parsing import Malformed, digest, excerpt, load_json_object
@@ -49,35 +51,40 @@ def partner_token_matches(presented: Any) -> bool:
 
 
 def receive(body: bytes | None, request_id: str | None = None) -> Received:
-    """Authenticate and store one lifecycle delivery (``rejected`` with a reason when it is not usable)."""
+    """Authenticate and store one lifecycle delivery (``rejected`` with a reason when it is not usable).
 
-    def reject(reason: str, company_id: int | None = None, **payload: Any) -> Received:
-        values = rejected_values(company_id, EventSource.LIFECYCLE, reason, payload, request_id)
-        return store(values, enqueue_after=False)
+    A rejected delivery is kept as an excerpt of its text (without the partner token) and a reason:
+    nothing in an unusable body decides where it is filed or how it is stored.
+    """
+
+    def reject(reason: str, text: str | None) -> Received:
+        payload = {} if text is None else {"excerpt": text}
+        return store(rejected_values(None, EventSource.LIFECYCLE, reason, payload, request_id), enqueue_after=False)
 
     if body is None:
-        return reject("body too large")
+        return reject("body too large", None)
     try:
         document = load_json_object(body)
     except Malformed as exc:
         token = runtime.settings().yclients_partner_token
         text = excerpt(body)
-        return reject(str(exc), excerpt=text.replace(token, "***") if token else text)
+        return reject(str(exc), text.replace(token, "***") if token else text)
     fields = {k: v for k, v in document.items() if k != "partner_token"}
+    opaque = excerpt(json.dumps(fields, ensure_ascii=False).encode())
     if not partner_token_matches(document.get("partner_token")):
-        return reject(INVALID_TOKEN, **fields)
+        return reject(INVALID_TOKEN, opaque)
     expected_app = runtime.settings().yclients_application_id
     if expected_app is not None and str(document.get("application_id")) != str(expected_app):
-        return reject("application_id is not this application", **fields)
+        return reject("application_id is not this application", opaque)
     event = document.get("event")
     if event not in ("uninstall", "freeze"):
-        return reject("unknown lifecycle event", **fields)
-    salon_id = document.get("salon_id")
+        return reject("unknown lifecycle event", opaque)
+    salon_id = as_id(document.get("salon_id"), MAX_BIG_ID)
     company_id = None
-    if isinstance(salon_id, int) and not isinstance(salon_id, bool):
+    if isinstance(document.get("salon_id"), int) and salon_id is not None:
         company_id = db.session.scalar(select(Company.id).where(Company.salon_id == salon_id))
     if company_id is None:
-        return reject("unknown salon", **fields)
+        return reject("unknown salon", opaque)
     values = {
         "company_id": company_id,
         "source": EventSource.LIFECYCLE,
