@@ -2,6 +2,10 @@
 
 import os
 
+from gunicorn.glogging import Logger
+
+from services.platform.logs import escape_controls
+
 bind = os.environ.get("GUNICORN_BIND", f"0.0.0.0:{os.environ.get('PORT', '3000')}")
 # gthread: each WebSocket holds a thread while open, so threads bound the sockets per process
 # (docs/BENCHMARKS.md, "WebSockets"); threads are started on demand, so idle capacity costs nothing.
@@ -18,6 +22,17 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG") or None
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 # The request line of the access log leaves out query strings (webhook URLs carry a secret there).
 access_log_format = '%(h)s "%(m)s %(U)s %(H)s" %(s)s %(b)s %(M)sms rid=%({x-request-id}o)s'
+
+
+class AccessLogger(Logger):
+    """Gunicorn's logger, with control characters of the access line's values escaped (one request, one line)."""
+
+    def atoms(self, resp, req, environ, request_time):
+        found = super().atoms(resp, req, environ, request_time)
+        return {k: escape_controls(v) if isinstance(v, str) else v for k, v in found.items()}
+
+
+logger_class = AccessLogger
 
 
 def _close_websockets(worker):

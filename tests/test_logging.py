@@ -24,16 +24,21 @@ def _our_handler() -> logging.StreamHandler:  # type: ignore[type-arg]
     return next(h for h in logging.getLogger().handlers if getattr(h, "_ycwa", False))  # type: ignore[return-value]
 
 
-@pytest.fixture
-def json_log(make_app: Callable[..., Flask], app: Flask) -> Iterator[tuple[Flask, io.StringIO]]:
-    """An app logging JSON, and the lines its process's handler writes."""
-    json_app = make_app(log_format="json", yclients_partner_token=PARTNER_TOKEN)
+def _captured(make_app: Callable[..., Flask], app: Flask, **settings: str) -> Iterator[tuple[Flask, io.StringIO]]:
+    """An app with ``settings``, and the lines its process's handler writes meanwhile."""
+    logging_app = make_app(**settings)
     handler = _our_handler()
     buffer = io.StringIO()
     previous = handler.setStream(buffer)
-    yield json_app, buffer
+    yield logging_app, buffer
     handler.setStream(previous)
     configure_logging(app.config["SETTINGS"])
+
+
+@pytest.fixture
+def json_log(make_app: Callable[..., Flask], app: Flask) -> Iterator[tuple[Flask, io.StringIO]]:
+    """An app logging JSON, and the lines its process's handler writes."""
+    yield from _captured(make_app, app, log_format="json", yclients_partner_token=PARTNER_TOKEN)
 
 
 def lines(text: str) -> list[dict]:
@@ -160,3 +165,67 @@ def test_redactor(raw, masked):
 def test_mask_phone_keeps_country_code_prefix_and_last_digits():
     assert mask_phone("+7 (900) 123-45-67") == "+7900*****67"
     assert mask_phone("89001234567") == "+8900*****67"
+
+
+@pytest.fixture
+def text_log(make_app: Callable[..., Flask], app: Flask) -> Iterator[tuple[Flask, io.StringIO]]:
+    """An app logging readable text, and the lines its process's handler writes."""
+    yield from _captured(make_app, app, log_format="text")
+
+
+FORGED = "/marketplace/x%0a2030-01-01 00:00:00,000 INFO web.request: GET /admin 200%0d%e2%80%a8%1b[2J%c2%85"
+
+
+def test_a_path_cannot_forge_a_text_log_line(text_log):
+    text_app, buffer = text_log
+    text_app.test_client().get(FORGED)
+    [line] = [line for line in buffer.getvalue().splitlines() if "web.request" in line and "/marketplace/x" in line]
+    assert "\\n2030-01-01" in line and "\\r" in line and "\\u2028" in line and "\\x1b[2J" in line
+    assert len(buffer.getvalue().splitlines()) == len(buffer.getvalue().split("\n")) - 1  # nothing but \n ends lines
+
+
+def test_a_path_cannot_forge_a_json_log_line(json_log):
+    json_app, buffer = json_log
+    json_app.test_client().get(FORGED)
+    text = buffer.getvalue()
+    assert text.splitlines() == text.rstrip("\n").split("\n")
+    [entry] = [e for e in lines(text) if e.get("endpoint") == "unmatched"]
+    assert "\n2030-01-01" in entry["message"] and "\u2028" in entry["message"]
+
+
+def test_a_traceback_keeps_its_lines_but_none_passes_for_a_record(text_log):
+    _, buffer = text_log
+    try:
+        raise ValueError("bad input\n2030-01-01 00:00:00,000 INFO forged: line\x1b[31m")
+    except ValueError:
+        logging.getLogger("tests.forgery").exception("failed")
+    [first, *rest] = [line for line in buffer.getvalue().splitlines() if line]
+    assert "tests.forgery" in first and rest and all(line.startswith("    ") for line in rest)
+    assert "\\x1b[31m" in buffer.getvalue()
+
+
+def test_gunicorn_access_lines_escape_control_characters():
+    import importlib.util
+
+    from tests.support import ROOT
+
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", ROOT / "gunicorn.conf.py")
+    assert spec is not None and spec.loader is not None
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    from gunicorn.config import Config
+
+    cfg = Config()
+    cfg.set("accesslog", "-")
+    cfg.set("access_log_format", conf.access_log_format)
+    logger = conf.AccessLogger(cfg)
+
+    class Response:
+        status, headers, sent, response_length = "200 OK", [("X-Request-ID", "r1")], 0, 0
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x\n2030 forged\u2028", "SERVER_PROTOCOL": "HTTP/1.1",
+               "REMOTE_ADDR": "127.0.0.1", "QUERY_STRING": "", "RAW_URI": "/x"}
+    import datetime
+
+    atoms = logger.atoms(Response(), [], environ, datetime.timedelta(seconds=0.001))
+    assert atoms["U"] == "/x\\n2030 forged\\u2028"

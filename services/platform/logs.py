@@ -136,6 +136,18 @@ class ContextFilter(logging.Filter):
         return True
 
 
+# --- one record, one line -----------------------------------------------------------------------
+
+# Characters that end a line for some reader (``str.splitlines``, terminals, log shippers): C0 and C1
+# controls, DEL and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {
         k: v for k, v in vars(record).items()
@@ -162,19 +174,31 @@ class JsonFormatter(logging.Formatter):
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exc"] = record.exc_text
-        return json.dumps(entry, ensure_ascii=False, default=str)
+        # json.dumps escapes C0 controls; C1 controls and U+2028/9 it writes as they are.
+        text = json.dumps(entry, ensure_ascii=False, default=str)
+        return _CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
 class TextFormatter(logging.Formatter):
-    """``time LEVEL logger [request_id task_name] message`` for a terminal."""
+    """``time LEVEL logger [request_id task_name] message`` for a terminal.
+
+    A record is one line: control characters in the message are escaped, so a request path with
+    ``%0a`` cannot start a forged line. A traceback keeps its lines, each indented, with control
+    characters inside them escaped, so no line of it can pass for a record of its own.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(context)s: %(message)s")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's naming
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
         ids = [getattr(record, name, None) for name in CONTEXT_FIELDS if name != "task_id"]
         record.context = " [" + " ".join(i for i in ids if i) + "]" if any(ids) else ""
-        return super().format(record)
+        first, *rest = super().format(record).split("\n")
+        return "\n".join([first, *("    " + escape_controls(line) for line in rest)])
 
 
 def _configured_secrets(settings: Settings) -> list[str | None]:
