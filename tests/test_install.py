@@ -211,3 +211,14 @@ def test_an_uninstalled_salon_is_not_restarted_without_yclients_confirming_the_n
     company = db.session.get(Company, made.id, populate_existing=True)
     assert company.integration_status == IntegrationStatus.UNINSTALLED and company.webhook_secret_generation == -1
     assert "reinstalled" not in _kinds(made.id)
+
+
+def test_user_data_fields_are_stored_as_single_lines_within_their_columns(client, ctx):
+    user = {**USER, "name": "Мария\n2030-01-01 INFO forged\x1b[2J", "phone": "7" * 40,
+            "salon_name": "Салон\u2028Мария\x85", "email": "owner@example.com\r\n", "id": "123"}
+    user_data, sign = signed_user_data(user)
+    params = _connect_params(_install(client, salon_id=700001, user_data=user_data, user_data_sign=sign))
+    company = db.session.get(Company, int(params["company"]))
+    assert company.marketplace_user_name == "Мария 2030-01-01 INFO forged [2J"
+    assert (company.marketplace_user_phone, company.marketplace_user_id) == ("7" * 32, 123)
+    assert (company.title, company.marketplace_user_email) == ("Салон Мария", "owner@example.com")

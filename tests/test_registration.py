@@ -126,6 +126,9 @@ def test_a_wrong_signature_is_refused(client):
         ({"salon_id": 1, "email": "salon@example"}, BAD_EMAIL),
         ({"salon_id": 1, "email": "sa lon@example.com"}, BAD_EMAIL),
         ({"salon_id": 1, "email": 5}, BAD_EMAIL),
+        ({"salon_id": 1, "email": "sa\x1blon@example.com"}, BAD_EMAIL),
+        ({"salon_id": 1, "email": "salon@example.com\u2028"}, BAD_EMAIL),
+        ({"salon_id": 1, "email": "sa\u0085lon@example.com"}, BAD_EMAIL),
         # The first failing field decides the message.
         ({"salon_id": -1, "phone": "1", "email": "x"}, BAD_SALON_ID),
         ({"salon_id": 1, "phone": "1", "email": "x"}, BAD_PHONE),

@@ -148,6 +148,16 @@ def test_clients_are_mirrored(ctx, company_factory):
     assert (client.client_id, client.name, client.phone) == (67890, "Иван Иванов", "+79001234567")
 
 
+def test_single_line_fields_of_a_client_are_stored_without_control_characters(ctx, company_factory):
+    made = company_factory()
+    data = {"id": 67891, "name": "Иван\nИванов\x1b[2J\u2028", "phone": "+7 900 123\t45 67" + " " * 40 + "9"}
+    event_id = _event(made.id, "client_created", {"type": "client_created", "data": data})
+    assert _process(event_id) == EventStatus.PROCESSED
+    db.session.rollback()
+    client = db.session.scalars(select(Client).where(Client.company_id == made.id)).one()
+    assert (client.name, client.phone) == ("Иван Иванов [2J", "+7 900 123 45 67 9")
+
+
 def test_unknown_resources_are_processed_without_a_mirror(ctx, company_factory):
     made = company_factory()
     event_id = _event(made.id, "finances_operation.create", {"resource": "finances_operation", "resource_id": 1,

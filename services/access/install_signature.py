@@ -24,6 +24,8 @@ from typing import Any
 
 from services.platform import json_input, runtime
 from services.platform.errors import Forbidden
+from services.platform.ids import MAX_BIG_ID, as_id
+from services.platform.text import single_line
 
 BAD_SIGNATURE = "Неверная подпись YClients"
 MISSING_SIGNATURE = "Отсутствует подпись YClients (user_data, user_data_sign)"
@@ -44,13 +46,12 @@ class MarketplaceUser:
 
     @classmethod
     def from_json(cls, data: dict[str, Any], signature: str) -> MarketplaceUser:
-        def text(name: str) -> str | None:
-            value = data.get(name)
-            return str(value)[:255] if value not in (None, "") else None
-
-        raw_id = data.get("id")
-        user_id = int(raw_id) if isinstance(raw_id, int | str) and str(raw_id).isdigit() else None
-        return cls(user_id, text("name"), text("phone"), text("email"), text("salon_name"), signature)
+        """The user of decoded ``user_data``; each field one line within its column's length."""
+        name, phone, email, salon_name = (
+            single_line(data.get(field), length)
+            for field, length in (("name", 255), ("phone", 32), ("email", 255), ("salon_name", 255))
+        )
+        return cls(as_id(data.get("id"), MAX_BIG_ID), name, phone, email, salon_name, signature)
 
 
 def _b64decode(value: str) -> bytes:

@@ -31,6 +31,7 @@ from services.phones import parse_phone
 from services.platform import runtime
 from services.platform.errors import Conflict, InvalidInput, Unauthorized
 from services.platform.ids import MAX_BIG_ID, as_id
+from services.platform.text import has_controls
 from services.platform.transactions import add_unless_exists
 
 MISSING_SALON_ID = "Отсутствует обязательный параметр salon_id"
@@ -107,7 +108,7 @@ def parse_registration(payload: Any) -> RegistrationRequest:
     email = payload.get("email")
     if email in (None, ""):
         email = None
-    elif not isinstance(email, str) or len(email) > 254 or not EMAIL.match(email.strip()):
+    elif not isinstance(email, str) or len(email) > 254 or has_controls(email) or not EMAIL.match(email.strip()):
         raise InvalidInput(BAD_EMAIL)
     else:
         email = email.strip()

@@ -19,6 +19,7 @@ from typing import Any
 
 from services.phones import mask_phone
 from services.platform.settings import Settings
+from services.platform.text import CONTROL
 
 CONTEXT_FIELDS = ("request_id", "task_id", "task_name")
 _context: ContextVar[dict[str, str] | None] = ContextVar("log_context", default=None)
@@ -138,14 +139,9 @@ class ContextFilter(logging.Filter):
 
 # --- one record, one line -----------------------------------------------------------------------
 
-# Characters that end a line for some reader (``str.splitlines``, terminals, log shippers): C0 and C1
-# controls, DEL and the Unicode line and paragraph separators.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
 def escape_controls(text: str) -> str:
     """``text`` with every control character written as an escape (``\\n``, ``\\x1b``, ``\\u2028``)."""
-    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+    return CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
@@ -176,7 +172,7 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = record.exc_text
         # json.dumps escapes C0 controls; C1 controls and U+2028/9 it writes as they are.
         text = json.dumps(entry, ensure_ascii=False, default=str)
-        return _CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+        return CONTROL.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
 
 
 class TextFormatter(logging.Formatter):

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Booking, Client, WebhookEvent, db
+from services.platform.text import single_line
 from services.webhooks.parsing import BOOKING_TYPES, CLIENT_TYPES, event_time, record_id
 
 
@@ -126,7 +127,7 @@ def apply_booking(event: WebhookEvent, rows: LockedRows | None = None) -> dict[s
         return None
     row.status = "cancelled" if event.type == "booking_cancelled" else "active"
     starts_at = row.data.get("datetime") or row.data.get("date")
-    row.starts_at = str(starts_at)[:32] if starts_at is not None else None
+    row.starts_at = single_line(starts_at, 32)
     row.version_at = version
     row.last_event_id = event.id
     return {"record_id": key, "status": row.status, "datetime": row.starts_at, "event_id": event.id}
@@ -139,8 +140,7 @@ def apply_client(event: WebhookEvent, rows: LockedRows | None = None) -> dict[st
     if version is _STALE:
         return None
     name, phone = row.data.get("name"), row.data.get("phone")
-    row.name = str(name)[:255] if name is not None else None
-    row.phone = str(phone)[:32] if phone is not None else None
+    row.name, row.phone = single_line(name, 255), single_line(phone, 32)
     row.version_at = version
     row.last_event_id = event.id
     return {"client_id": key, "name": row.name, "phone": row.phone, "event_id": event.id}
