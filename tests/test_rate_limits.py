@@ -43,7 +43,7 @@ def test_public_limit_per_ip_with_headers_and_429(limited_app, ctx):
     assert client.get("/marketplace/install").status_code == 429
 
 
-def test_landing_and_self_test_share_the_public_budget_while_health_and_metrics_stay_open(limited_app, ctx):
+def test_landing_and_self_test_share_the_public_budget_while_health_stays_open(limited_app, ctx):
     client = limited_app.test_client()
     env = {"REMOTE_ADDR": "10.0.0.7"}
     assert client.get("/marketplace/", environ_base=env).status_code == 200
@@ -55,7 +55,6 @@ def test_landing_and_self_test_share_the_public_budget_while_health_and_metrics_
     for _ in range(5):
         assert client.get("/marketplace/health/live", environ_base=env).status_code == 200
         assert "X-RateLimit-Limit" not in client.get("/marketplace/health", environ_base=env).headers
-        assert client.get("/marketplace/metrics", environ_base=env).status_code == 401
 
 
 def test_another_ip_has_its_own_budget(limited_app, ctx):
@@ -100,6 +99,47 @@ def test_protected_limit_is_per_api_key(limited_app, ctx, company_factory):
     assert blocked.status_code == 429 and blocked.headers["Retry-After"]
     # Same IP, another key: its own budget.
     assert client.get(f"/marketplace/status/{second.id}", headers={"X-API-Key": second.api_key}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "credential"),
+    [
+        ("/marketplace/companies", "X-API-Key"),
+        ("/marketplace/metrics", "X-API-Key"),
+        ("/marketplace/metrics", "Authorization"),
+        ("/marketplace/status/1", "Authorization"),
+        ("/marketplace/admin/webhooks", "X-API-Key"),
+    ],
+)
+def test_made_up_credentials_share_one_budget_per_client_ip(limited_app, ctx, path, credential):
+    import secrets
+
+    client = limited_app.test_client()
+    env = {"REMOTE_ADDR": "10.9.0.1"}
+
+    def guess() -> int:
+        value = "sk_" + secrets.token_urlsafe(32)
+        headers = {credential: value if credential == "X-API-Key" else f"Bearer {value[3:]}"}
+        return client.get(path, headers=headers, environ_base=env).status_code
+
+    assert [guess() for _ in range(2)] == [401, 401]
+    assert [guess() for _ in range(3)] == [429, 429, 429]
+    assert client.get(path, environ_base=env).status_code == 429  # no credential: the same budget
+    other = client.get(path, headers={credential: "sk_x"}, environ_base={"REMOTE_ADDR": "10.9.0.2"})
+    assert other.status_code == 401
+
+
+def test_the_metrics_token_and_the_admin_key_have_budgets_of_their_own(make_app, ctx, admin_headers):
+    app = make_app(ratelimit_enabled=True, ratelimit_protected="2/minute", metrics_token="metrics-token-0123456789")
+    client = app.test_client()
+    env = {"REMOTE_ADDR": "10.9.0.3"}
+    for _ in range(2):
+        wrong = client.get("/marketplace/metrics", headers={"X-API-Key": "sk_wrong"}, environ_base=env)
+        assert wrong.status_code == 401
+    assert client.get("/marketplace/metrics", environ_base=env).status_code == 429
+    bearer = {"Authorization": "Bearer metrics-token-0123456789"}
+    assert client.get("/marketplace/metrics", headers=bearer, environ_base=env).status_code == 200
+    assert client.get("/marketplace/metrics", headers=admin_headers, environ_base=env).status_code == 200
 
 
 def test_counters_live_in_redis(limited_app, ctx, backends):

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from functools import wraps
 from typing import Any, TypeVar
 
 from flask import request
 
-from services.access import api_keys
+from services.access import api_keys, tokens
 from services.access.api_keys import Principal
+from services.platform import runtime
 from services.platform.errors import Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +43,31 @@ def current_principal() -> Principal | None:
     if _PRINCIPAL not in request.environ:
         request.environ[_PRINCIPAL] = api_keys.authenticate(presented_api_key())
     return request.environ[_PRINCIPAL]
+
+
+def metrics_token_presented() -> bool:
+    """Whether ``Authorization: Bearer`` carries the configured ``METRICS_TOKEN``."""
+    configured = runtime.settings().metrics_token
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if not configured or scheme.lower() != "bearer" or not value.strip():
+        return False
+    return hmac.compare_digest(value.strip().encode(), configured.encode())
+
+
+def presented_valid_credential() -> str | None:
+    """The presented API key, connect token or metrics token when it is valid; None for none or a bad one."""
+    if presented_api_key():
+        return presented_api_key() if current_principal() is not None else None
+    token = presented_token()
+    if token is None:
+        return None
+    if metrics_token_presented():
+        return token
+    try:
+        tokens.verify_connect_token(token)
+    except Unauthorized:
+        return None
+    return token
 
 
 def require_admin(view: F) -> F:

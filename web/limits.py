@@ -1,5 +1,9 @@
 """Rate limits of the reference: public endpoints per client IP, protected ones per API key.
 
+A protected endpoint counts a valid credential (API key, connect token, metrics token) on its own
+budget, and everything else — no credential, or one that does not authenticate — on the client
+IP's: made-up keys share one budget per address, so keys cannot be guessed without limit.
+
 Counters live in Redis (Flask-Limiter's storage), so they hold across processes. The client IP is
 ``request.remote_addr`` after ProxyFix has applied the configured number of trusted proxies, so a
 forged ``X-Forwarded-For`` counts only when a trusted proxy put it there. Every limited response
@@ -19,7 +23,7 @@ from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
 
 from services.platform import runtime
-from web.auth import presented_api_key, presented_token
+from web.auth import presented_valid_credential
 from web.extensions import limiter
 
 
@@ -29,8 +33,8 @@ def client_ip() -> str:
 
 
 def _credential_identity() -> str:
-    """The API key (or, without one, the connect token) as a hash; the client IP without either."""
-    credential = presented_api_key() or presented_token()
+    """A valid credential as a hash; the client IP without one (failed authentications count there)."""
+    credential = presented_valid_credential()
     if credential:
         return "key:" + hashlib.sha256(credential.encode()).hexdigest()[:32]
     return "ip:" + client_ip()
