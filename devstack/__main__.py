@@ -69,9 +69,9 @@ def _commands(env: dict[str, str]) -> dict[str, list[str]]:
             "--schedule", str(VAR / f"celerybeat-schedule-{env.get('PORT', '3000')}"),
         ],
         "flower": [
+            # The password reaches Flower as FLOWER_BASIC_AUTH in its environment (flowerconfig.py), never argv.
             str(bin_dir / "celery"), "-A", "wsgi:celery_app", "flower", f"--port={env['FLOWER_PORT']}",
             "--address=127.0.0.1",
-            f"--basic-auth={env['FLOWER_BASIC_AUTH']}", "--purge_offline_workers=60",
         ],
     }
 

@@ -259,7 +259,11 @@ def test_callback_status_is_private_to_its_company(app, admin_headers):
         url = f"/marketplace/callback/{row.id}"
     client = app.test_client()
     assert client.get(url).status_code == 401
-    assert client.get(url, headers={"X-API-Key": other.api_key}).status_code == 403
+    # Another company's callback answers exactly as a missing one: ids cannot be probed.
+    foreign = client.get(url, headers={"X-API-Key": other.api_key})
+    missing = client.get("/marketplace/callback/999999", headers={"X-API-Key": other.api_key})
+    assert (foreign.status_code, foreign.json) == (missing.status_code, missing.json) == (
+        404, {"success": False, "error": "Callback не найден"})
     assert client.get(url, headers={"X-API-Key": own.api_key}).json["data"]["status"] == "retrying"
     assert client.get(url, headers=admin_headers).status_code == 200
     assert client.get("/marketplace/callback/999999", headers=admin_headers).status_code == 404

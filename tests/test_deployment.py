@@ -49,3 +49,58 @@ def test_env_example_lists_every_setting():
     documented = set(re.findall(r"^([A-Z_]+)=", (ROOT / ".env.example").read_text(), re.M))
     missing = {name.upper() for name in Settings.model_fields} - documented
     assert not missing, f"settings missing from .env.example: {sorted(missing)}"
+
+
+def test_flower_is_published_on_loopback_only_and_gets_its_password_from_the_environment():
+    flower = COMPOSE["services"]["flower"]
+    assert flower["ports"] == ["127.0.0.1:5555:5555"]
+    assert not any("basic" in part.lower() or "FLOWER_BASIC_AUTH" in part for part in flower["command"])
+    # The shared environment, not one of its own (that would replace it); .env brings the password.
+    assert flower["environment"] == COMPOSE["services"]["web"]["environment"] and flower["env_file"] == ".env"
+
+
+def test_devstack_keeps_the_flower_password_off_every_command_line():
+    from devstack.__main__ import _commands
+
+    env = {"FLOWER_BASIC_AUTH": "admin:s3cret-flower", "FLOWER_PORT": "5999", "PORT": "3999",
+           "REDIS_URL": "redis://127.0.0.1:6379/0", "DATABASE_URL": "sqlite:///var/x.db"}
+    assert not any("s3cret-flower" in part for command in _commands(env).values() for part in command)
+
+
+def test_flower_asks_for_its_password_on_metrics_too(backends, service_env, run_dir):
+    import base64
+    import sys
+    import urllib.error
+    import urllib.request
+
+    from tests.support import ServiceProcess, free_port, wait_until
+
+    port, password = free_port(), "flower-test-password"
+    command = [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "flower", f"--port={port}",
+               "--address=127.0.0.1"]
+    env = backends.env(**{**service_env, "FLOWER_BASIC_AUTH": f"admin:{password}"})
+    proc = ServiceProcess("flower", command, env, run_dir / "flower.log").start()
+
+    def status(path: str, auth: str | None = None) -> int:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+        if auth:
+            request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                return response.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except OSError:
+            assert proc.running, proc.output()[-2000:]
+            return 0
+
+    try:
+        wait_until(lambda: status("/healthcheck") == 200, timeout=30, interval=0.2)
+        assert status("/metrics") == 401 and status("/metrics", "admin:wrong") == 401
+        assert status("/metrics", f"admin:{password}") == 200
+        assert status("/", f"admin:{password}") == 200 and status("/") == 401
+        assert proc.proc is not None
+        with open(f"/proc/{proc.proc.pid}/cmdline", "rb") as cmdline:
+            assert password.encode() not in cmdline.read()
+    finally:
+        proc.stop()

@@ -150,3 +150,10 @@ def test_commands_in_development_find_the_running_embedded_stack(tmp_path):
     assert run(REDIS_URL="redis://10.0.0.1:6379/0").stdout.split()[0] == "redis://10.0.0.1:6379/0"
     production = run(APP_ENV="production", DATABASE_URL="postgresql://x/y")
     assert "SECRET_KEY" in production.stderr and production.returncode == 3
+
+
+def test_a_405_names_the_allowed_methods(client):
+    response = client.delete("/marketplace/register")
+    assert response.status_code == 405 and response.is_json
+    assert set(response.headers["Allow"].split(", ")) >= {"POST", "OPTIONS"}
+    assert response.json == {"success": False, "error": "Method not allowed"}

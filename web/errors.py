@@ -57,7 +57,10 @@ def register_error_handlers(app: Flask) -> None:
         status = exc.code or 500
         if status == 429:
             return exc.get_response()
-        return error_response(status, MESSAGE_BY_STATUS.get(status, exc.name))
+        response, _ = error_response(status, MESSAGE_BY_STATUS.get(status, exc.name))
+        # The exception's own headers (Allow on a 405, WWW-Authenticate …), not its HTML content type.
+        response.headers.extend((k, v) for k, v in exc.get_headers() if k.lower() != "content-type")
+        return response, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

@@ -34,7 +34,7 @@ from services.companies.queries import get_company, status_payload
 from services.platform import runtime
 from services.platform.backoff import backoff
 from services.platform.dates import iso
-from services.platform.errors import Conflict, Forbidden, NotFound, Unavailable
+from services.platform.errors import Conflict, NotFound, Unavailable
 from services.platform.jobs import Job, enqueue
 from services.platform.metrics import CALLBACKS
 
@@ -107,11 +107,10 @@ def describe(row: Callback) -> dict[str, Any]:
 
 
 def callback_state(callback_id: int, principal: Principal) -> dict[str, Any]:
-    """One callback's state for the company it belongs to, or the admin."""
+    """One callback's state for the company it belongs to, or the admin; another company's callback is
+    "not found" like a missing one, so ids cannot be probed for existence."""
     row = db.session.get(Callback, callback_id)
-    if row is not None and not principal.may_act_for(row.company_id):
-        raise Forbidden("Нет доступа к этой компании")
-    if row is None:
+    if row is None or not principal.may_act_for(row.company_id):
         raise NotFound("Callback не найден")
     return describe(row)
 
