@@ -55,5 +55,6 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "beat-heartbeat": {"task": Job.BEAT_HEARTBEAT, "schedule": timedelta(seconds=15)},
             "webhooks-sweep": {"task": Job.WEBHOOKS_SWEEP, "schedule": timedelta(seconds=5)},
+            "webhooks-prune-rejected": {"task": Job.WEBHOOKS_PRUNE_REJECTED, "schedule": timedelta(minutes=10)},
         },
     }

@@ -8,7 +8,7 @@ from celery import Task, shared_task
 
 from models import EventStatus
 from services.platform.jobs import Job, try_enqueue
-from services.webhooks import admin, processing
+from services.webhooks import admin, processing, rejections
 
 log = logging.getLogger(__name__)
 
@@ -39,3 +39,9 @@ def process_batch(event_ids: list[int]) -> dict[str, int]:
 def sweep(received_older_than: float | None = None) -> int:
     """Enqueue events whose enqueue was lost, whose worker died, or whose retry time has come."""
     return len(admin.sweep(received_older_than))
+
+
+@shared_task(name=Job.WEBHOOKS_PRUNE_REJECTED, acks_late=False, expires=600)
+def prune_rejected() -> int:
+    """Delete rejected deliveries older than ``WEBHOOK_REJECTED_RETENTION_HOURS``."""
+    return rejections.prune()

@@ -27,6 +27,7 @@ class Job(StrEnum):
     WEBHOOKS_PROCESS = "webhooks.process"
     WEBHOOKS_PROCESS_BATCH = "webhooks.process_batch"
     WEBHOOKS_SWEEP = "webhooks.sweep"
+    WEBHOOKS_PRUNE_REJECTED = "webhooks.prune_rejected"
     YCLIENTS_SEND_CALLBACK = "yclients.send_callback"
     WHATSAPP_START_SESSION = "whatsapp.start_session"
     WHATSAPP_HANDLE_EVENT = "whatsapp.handle_event"

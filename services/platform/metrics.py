@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 
 from models import WebhookEvent, db, utcnow
 from models.webhook_event import EventStatus
+from services.webhooks import rejections
 
 
 def multiprocess_dir() -> str | None:
@@ -102,6 +103,32 @@ class InboxBacklogCollector(Collector):
         yield oldest
 
 
+class RejectedSendersCollector(Collector):
+    """Who sends rejected webhook deliveries this hour: how many IPs, and the top few (needs an app context).
+
+    The IP is a label only on the top ``TOP_SENDERS`` series, so the series count stays bounded.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        senders = GaugeMetricFamily(
+            "ycwa_webhook_rejected_senders", "Client IPs that sent rejected webhook deliveries in the current hour"
+        )
+        top = GaugeMetricFamily(
+            "ycwa_webhook_rejected_top_senders",
+            "Rejected webhook deliveries in the current hour from the IPs that sent the most",
+            labels=["rank", "ip"],
+        )
+        try:
+            distinct, leaders = rejections.top_senders()
+        except Exception:  # Redis down: the scrape still answers, without these series
+            return
+        senders.add_metric([], distinct)
+        for rank, (ip, count) in enumerate(leaders, start=1):
+            top.add_metric([str(rank), ip], count)
+        yield senders
+        yield top
+
+
 def _age_seconds(now: datetime, first: datetime | None) -> float:
     if first is None:
         return 0.0
@@ -126,6 +153,7 @@ def exposition() -> tuple[bytes, str]:
     else:
         registry.register(_ThisProcess())
     registry.register(InboxBacklogCollector())
+    registry.register(RejectedSendersCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

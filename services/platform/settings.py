@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     webhook_retry_max_seconds: float = Field(3600.0, gt=0)
     webhook_processing_timeout_seconds: float = Field(360.0, gt=0)
     webhook_sweep_after_seconds: float = Field(10.0, ge=0)
+    webhook_rejected_retention_hours: float = Field(72.0, gt=0)
 
     celery_visibility_timeout: int = Field(3600, gt=0)
     celery_worker_concurrency: int = Field(2, ge=1)

@@ -35,7 +35,8 @@ NATIVE_TYPES = {
 BOOKING_TYPES = ("booking_created", "booking_updated", "booking_cancelled")
 CLIENT_TYPES = ("client_created", "client_updated")
 _NAME = re.compile(r"^[A-Za-z0-9_.:/-]{1,48}$")
-EXCERPT_CHARS = 2048
+# Rejected deliveries are unauthenticated writes: enough of the body to see what it was, no more.
+EXCERPT_CHARS = 512
 
 
 class Malformed(ValueError):

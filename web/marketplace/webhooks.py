@@ -15,10 +15,11 @@ from flask import Flask, Response, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from services.platform import runtime
-from services.webhooks import lifecycle
+from services.webhooks import lifecycle, rejections
+from services.webhooks.ingest import Outcome, Received
 from services.webhooks.writer import INBOX_WRITER, InboxWriter
 from web.errors import error_response
-from web.limits import unlimited
+from web.limits import client_ip, unlimited
 from web.marketplace import bp
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,13 @@ def read_body() -> bytes | None:
     return None if len(body) > limit else body
 
 
+def _counted(received: Received) -> Received:
+    """Count a rejected delivery against its sender's IP (accepted ones skip Redis altogether)."""
+    if received.outcome == Outcome.REJECTED:
+        rejections.count_sender(client_ip())
+    return received
+
+
 def _request_id() -> str | None:
     value = g.get("request_id") or request.headers.get("X-Request-ID")
     return str(value)[:64] if value else None
@@ -52,7 +60,7 @@ def _request_id() -> str | None:
 def company_webhook(company_id: int) -> Response:
     """Store one YClients delivery for ``company_id`` and acknowledge it at once."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    inbox_writer(app).submit(company_id, request.args.get("secret"), read_body(), _request_id())
+    _counted(inbox_writer(app).submit(company_id, request.args.get("secret"), read_body(), _request_id()))
     return jsonify(success=True)
 
 
@@ -60,7 +68,7 @@ def company_webhook(company_id: int) -> Response:
 @unlimited
 def lifecycle_webhook() -> Response | tuple[Response, int]:
     """Store one marketplace lifecycle delivery (uninstall, freeze)."""
-    received = lifecycle.receive(read_body(), _request_id())
+    received = _counted(lifecycle.receive(read_body(), _request_id()))
     if received.reason == lifecycle.INVALID_TOKEN:
         return error_response(401, "Unauthorized")
     return jsonify(success=True)
