@@ -12,7 +12,7 @@ import pytest
 
 from models import ApiKey, Company, CompanyEvent, IntegrationStatus, db
 from services.access import api_keys, install_signature, tokens
-from services.companies import installation
+from services.companies import installation, registration
 from tests.fakes import yclients as fy
 from tests.fakes.yclients import PARTNER_TOKEN, signed_user_data
 
@@ -151,21 +151,36 @@ def _kinds(company_id: int) -> list[str]:
     return [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=company_id).order_by(CompanyEvent.id)]
 
 
-def test_a_signature_for_a_salon_registered_to_someone_else_opens_its_connect_page_and_changes_nothing(
+def test_a_signature_for_a_salon_another_yclients_user_installed_is_refused_and_changes_nothing(
     client, ctx, company_factory
 ):
     victim = company_factory(title="Салон Жертвы", email="owner@victim.example", marketplace_user_id=42,
                              marketplace_user_name="Владелец")
     attacker, sign = signed_user_data({**USER, "id": 666, "name": "Чужой", "salon_name": "Чужой салон"})
-    params = _connect_params(_install(client, salon_id=victim.salon_id, user_data=attacker, user_data_sign=sign))
-    assert params["company"] == str(victim.id)
+    response = _install(client, salon_id=victim.salon_id, user_data=attacker, user_data_sign=sign)
+    assert response.status_code == 403 and "Location" not in response.headers
+    assert registration.OTHER_USER in response.get_data(as_text=True)
     company = db.session.get(Company, victim.id, populate_existing=True)
     assert (company.title, company.email) == ("Салон Жертвы", "owner@victim.example")
     assert (company.marketplace_user_id, company.marketplace_user_name) == (42, "Владелец")
     assert api_keys.authenticate(victim.api_key).company_id == victim.id
     assert db.session.query(ApiKey).filter_by(company_id=victim.id).count() == 1
-    event = db.session.query(CompanyEvent).filter_by(company_id=victim.id, kind="reattached").one()
-    assert event.data == {"source": "install", "marketplace_user_id": 666, "same_user": False}
+    assert _kinds(victim.id) == []
+
+
+def test_a_signature_for_a_salon_registered_without_a_yclients_user_opens_only_its_connect_page(
+    client, ctx, company_factory
+):
+    registered_by_admin = company_factory(title="Салон", email="owner@salon.example")
+    user_data, sign = signed_user_data({**USER, "id": 777})
+    params = _connect_params(
+        _install(client, salon_id=registered_by_admin.salon_id, user_data=user_data, user_data_sign=sign))
+    assert params["company"] == str(registered_by_admin.id)
+    company = db.session.get(Company, registered_by_admin.id, populate_existing=True)
+    assert (company.title, company.email, company.marketplace_user_id) == ("Салон", "owner@salon.example", None)
+    assert db.session.query(ApiKey).filter_by(company_id=registered_by_admin.id).count() == 1
+    event = db.session.query(CompanyEvent).filter_by(company_id=registered_by_admin.id, kind="reattached").one()
+    assert event.data == {"source": "install", "marketplace_user_id": 777, "same_user": False}
 
 
 def test_the_owner_coming_back_is_recorded_as_the_same_user(client, ctx):

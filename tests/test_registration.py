@@ -17,6 +17,7 @@ from services.companies.registration import (
     BAD_SALON_ID,
     CONNECT_ONLY,
     MISSING_SALON_ID,
+    OTHER_USER,
     PROOF_REQUIRED,
 )
 from services.phones import BAD_PHONE
@@ -175,8 +176,21 @@ def test_a_signature_for_a_new_salon_needs_yclients_to_report_the_application_in
         f"/marketplace/salon/5006/application/{APPLICATION_ID}"]
 
 
-def test_a_signature_for_a_salon_registered_to_someone_else_gets_no_key(client, ctx, company_factory):
+def test_a_signature_for_a_salon_another_yclients_user_installed_gets_403(client, ctx, company_factory):
     victim = company_factory(phone="+79001112233", email="owner@victim.example", marketplace_user_id=42)
+    user_data, sign = signed_user_data({"id": 666, "name": "Чужой", "email": "evil@example.com"})
+    body = {"salon_id": victim.salon_id, "phone": "+79990000000", "email": "evil@example.com",
+            "user_data": user_data, "user_data_sign": sign}
+    response = client.post("/marketplace/register", json=body)
+    assert response.status_code == 403 and response.json == {"success": False, "error": OTHER_USER}
+    assert api_keys.authenticate(victim.api_key).company_id == victim.id
+    company = db.session.get(Company, victim.id, populate_existing=True)
+    assert (company.phone, company.email, company.marketplace_user_id) == ("+79001112233", "owner@victim.example", 42)
+    assert [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=victim.id)] == []
+
+
+def test_a_signature_for_a_salon_without_a_yclients_user_gets_no_key(client, ctx, company_factory):
+    victim = company_factory(phone="+79001112233", email="owner@victim.example")
     user_data, sign = signed_user_data({"id": 666, "name": "Чужой", "email": "evil@example.com"})
     body = {"salon_id": victim.salon_id, "phone": "+79990000000", "email": "evil@example.com",
             "user_data": user_data, "user_data_sign": sign}
@@ -188,7 +202,7 @@ def test_a_signature_for_a_salon_registered_to_someone_else_gets_no_key(client, 
     assert tokens.verify_connect_token(token)["company_id"] == victim.id
     assert api_keys.authenticate(victim.api_key).company_id == victim.id
     company = db.session.get(Company, victim.id, populate_existing=True)
-    assert (company.phone, company.email, company.marketplace_user_id) == ("+79001112233", "owner@victim.example", 42)
+    assert (company.phone, company.email, company.marketplace_user_id) == ("+79001112233", "owner@victim.example", None)
     assert company.marketplace_user_name is None
     kinds = [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=victim.id)]
     assert kinds == ["reattached"]

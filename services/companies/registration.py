@@ -14,6 +14,7 @@ Who gets what:
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -29,10 +30,12 @@ from services.callbacks.activation import enqueue_callback
 from services.companies import company_events, installation
 from services.phones import parse_phone
 from services.platform import runtime
-from services.platform.errors import Conflict, InvalidInput, Unauthorized
+from services.platform.errors import Conflict, Forbidden, InvalidInput, Unauthorized
 from services.platform.ids import MAX_BIG_ID, as_id
 from services.platform.text import has_controls
 from services.platform.transactions import add_unless_exists
+
+log = logging.getLogger(__name__)
 
 MISSING_SALON_ID = "Отсутствует обязательный параметр salon_id"
 BAD_SALON_ID = "Параметр salon_id должен быть положительным целым числом"
@@ -42,6 +45,10 @@ ALREADY_REGISTERED = "Салон уже зарегистрирован: нуже
 PROOF_REQUIRED = "Для регистрации нужна подпись YClients (user_data, user_data_sign) или ключ администратора"
 REGISTERED = "Компания успешно зарегистрирована"
 REATTACHED = "Компания уже была зарегистрирована: выдан новый API-ключ"
+OTHER_USER = (
+    "Этот салон подключил другой пользователь YClients: откройте приложение из его кабинета "
+    "или обратитесь в поддержку"
+)
 CONNECT_ONLY = (
     "Компания уже зарегистрирована: выдана ссылка на страницу подключения; "
     "API-ключ выдаётся только по ключу компании или ключу администратора"
@@ -202,7 +209,14 @@ def _reattach(
 
 
 def _marketplace_visit(company: Company, user: MarketplaceUser, source: str) -> Registration:
-    """A signature for a registered salon: a connect-page session only, recorded (see the module doc)."""
+    """A signature for a registered salon: a connect-page session only, recorded (see the module doc).
+
+    Refused when the salon was installed by another YClients user: the connect page can unlink and
+    relink its WhatsApp, and a signature does not prove the signer belongs to this salon."""
+    if company.marketplace_user_id is not None and user.id != company.marketplace_user_id:
+        log.warning("company %s: install signature of YClients user %s refused (installed by user %s)",
+                    company.id, user.id, company.marketplace_user_id)
+        raise Forbidden(OTHER_USER)
     if company.integration_status in REACTIVATED_FROM:
         installation.confirm_installed(company.salon_id)
         _reactivate(company, source)
