@@ -5,11 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 from alembic import command
 from flask import Flask
 
+from models import Company, db
 from services.platform.pubsub import MemoryEventBus
 from services.platform.schema import alembic_config
 from tests.support import ROOT
@@ -124,6 +127,15 @@ def test_bad_configuration_fails_with_a_message_not_a_traceback(env, expected):
 def test_migrations_match_the_models(backends):
     """The schema is created by Alembic alone, and it matches the models exactly."""
     command.check(alembic_config(backends.database_url))
+
+
+def test_an_aware_time_is_stored_as_the_same_instant(ctx, company_factory):
+    """SQLite keeps no zone: a time with an offset must be stored as UTC, not as its wall-clock reading."""
+    made = company_factory(activated_at=datetime(2024, 9, 17, 15, tzinfo=ZoneInfo("Asia/Yekaterinburg")))
+    db.session.expire_all()
+    company = db.session.get(Company, made.id)
+    assert company is not None and company.activated_at == datetime(2024, 9, 17, 10, tzinfo=UTC)
+    assert company.activated_at.tzinfo is UTC
 
 
 def test_wsgi_entry_point_only_builds_the_app():
