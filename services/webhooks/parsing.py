@@ -18,7 +18,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from models import EventSource
@@ -140,15 +140,16 @@ def record_id(event_type: str, payload: dict[str, Any]) -> int | None:
     return _int(data.get("id")) if isinstance(data, dict) else None
 
 
-def parse_time(value: Any) -> datetime | None:
-    """An ISO-8601 (or ``YYYY-MM-DD HH:MM:SS``) timestamp; naive ones are read as UTC."""
+def parse_time(value: Any, zone: tzinfo = UTC) -> datetime | None:
+    """An ISO-8601 (or ``YYYY-MM-DD HH:MM:SS``) timestamp in UTC; one without an offset is read as
+    local time in ``zone`` (UTC unless told)."""
     if not isinstance(value, str) or not value:
         return None
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=zone)).astimezone(UTC)
 
 
 def event_time(payload: dict[str, Any]) -> datetime | None:
