@@ -80,7 +80,9 @@ class Backends:
 TEST_SECRET = "test-secret-key-0123456789-abcdefghijklmnop"
 
 
-def _postgres(run_id: str) -> tuple[str, Callable[[], None]] | None:
+def fresh_postgres_database(run_id: str) -> tuple[str, Callable[[], None]] | None:
+    """A new empty database ``ycwa_test_<run_id>`` on the local PostgreSQL: its URL and how to drop it
+    (None when the server does not answer)."""
     import psycopg2
 
     try:
@@ -120,7 +122,7 @@ def detect_backends(tmp_dir: Path) -> Backends:
     description: list[str] = []
     cleanup: list[Callable[[], None]] = []
 
-    pg = None if force_fallback else _postgres(run_id)
+    pg = None if force_fallback else fresh_postgres_database(run_id)
     if pg is not None:
         database_url, drop = pg
         cleanup.append(drop)
