@@ -17,8 +17,10 @@ class Client(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     company_id: Mapped[int] = mapped_column(ForeignKey("companies.id", ondelete="CASCADE"))
+    # The client's id in YClients (our own id is ``id``, which bookings link to).
     client_id: Mapped[int] = mapped_column(BigInteger)
     name: Mapped[str | None] = mapped_column(String(255))
+    # E.164 (services.phones.normalise_phone); None when YClients' value is no valid number (kept in data).
     phone: Mapped[str | None] = mapped_column(String(32))
     data: Mapped[Any] = mapped_column(JSONType, nullable=True)
     version_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import BigInteger, Integer, String
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, validates
 
 from models.db import Base, UTCDateTime, utcnow
+
+# Until YClients tells us the salon's own zone (the company's ``timezone_name``).
+DEFAULT_TIMEZONE = "Europe/Moscow"
 
 
 class IntegrationStatus:
@@ -36,6 +40,9 @@ class Company(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     salon_id: Mapped[int] = mapped_column(BigInteger, unique=True)
     title: Mapped[str | None] = mapped_column(String(255))
+    address: Mapped[str | None] = mapped_column(String(255))
+    # The salon's IANA time zone: a time YClients sends without an offset is local time there.
+    timezone: Mapped[str] = mapped_column(String(64), default=DEFAULT_TIMEZONE, server_default=DEFAULT_TIMEZONE)
     phone: Mapped[str | None] = mapped_column(String(32))
     email: Mapped[str | None] = mapped_column(String(255))
     integration_status: Mapped[str] = mapped_column(String(32), default=IntegrationStatus.PENDING, index=True)
@@ -58,3 +65,16 @@ class Company(Base):
     def whatsapp_connected(self) -> bool:
         """True while WhatsApp is linked: the one rule REST, sockets and the QR endpoint answer by."""
         return self.integration_status in IntegrationStatus.LINKED
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The salon's time zone."""
+        return ZoneInfo(self.timezone or DEFAULT_TIMEZONE)  # None only before the first flush
+
+    @validates("timezone")
+    def _known_zone(self, _key: str, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise ValueError(f"unknown time zone {name!r}") from None
+        return name
