@@ -13,7 +13,8 @@ batches never deadlock on each other.
 The typed columns (times in UTC, staff, sorted services, attendance, the client's E.164 phone) are
 read from the row's merged data after every event (``services.webhooks.records``). A booking that
 names its client links to the client row (created if missing); the client fields a YClients record
-carries are applied to that row as a change of the client, by the same ordering rule.
+carries are applied to that row as a change of the client, by the same ordering rule. Every change
+of a row's facts is recorded for the hook (``services.webhooks.changes``), announced after commit.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Booking, Client, Company, WebhookEvent, db
 from services.platform.text import single_line
-from services.webhooks import records
+from services.webhooks import changes, records
+from services.webhooks.changes import BookingChange, BookingFacts, ClientChange, ClientFacts
 from services.webhooks.parsing import BOOKING_TYPES, CLIENT_TYPES, event_time, record_id
 
 log = logging.getLogger(__name__)
@@ -142,8 +144,11 @@ def _key(event: WebhookEvent, what: str) -> int:
 
 def _apply_to_client(row: Client, fields: dict[str, Any], version: datetime, event: WebhookEvent) -> bool:
     """Merge client fields (from a client event or a record that carries them); True when newest."""
+    assert event.company_id is not None
+    before = ClientFacts.of(row) if row.last_event_id is not None else None
     newer = _merge_event(row, fields, version, event.id)
     row.name, row.phone = records.client_columns(row.data)
+    changes.record(ClientChange(event.company_id, event.id, row.id, row.client_id, before, ClientFacts.of(row)))
     return newer
 
 
@@ -162,9 +167,11 @@ def _read_booking(row: Booking, event: WebhookEvent, fields: dict[str, Any]) -> 
 
 def apply_booking(event: WebhookEvent, rows: LockedRows | None = None) -> dict[str, Any] | None:
     """Create, update or cancel the mirrored booking; the pushed event data, or None if stale."""
+    assert event.company_id is not None
     rows = {} if rows is None else rows
     fields = _booking_fields(event)
     row: Booking = _locked(Booking, event, _key(event, "record"), rows)
+    before = BookingFacts.of(row) if row.last_event_id is not None else None
     version = version_of(event)
     newer = _merge_event(row, fields, version, event.id)
     if newer:
@@ -179,6 +186,7 @@ def apply_booking(event: WebhookEvent, rows: LockedRows | None = None) -> dict[s
             row.client_id = client.id
     elif read.client_id is None:
         row.client_id = None
+    changes.record(BookingChange(event.company_id, event.id, row.id, row.record_id, before, BookingFacts.of(row)))
     if not newer:
         return None
     shown = single_line(row.data.get("datetime") or row.data.get("date"), 32)

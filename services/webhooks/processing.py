@@ -11,6 +11,9 @@ transaction: its mirror rows locked at once in key order, one UPDATE marking eve
 one COMMIT. If anything in that shared transaction fails — one bad event, a lost claim — it is
 rolled back and each claimed event runs in a transaction of its own, exactly as a single event does,
 so one failure never holds back the others.
+
+After each commit the booking and client changes it made go to the hook's receivers
+(``services.webhooks.changes.deliver``); nothing is announced for a transaction that rolled back.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from models import EventStatus, WebhookEvent, db, utcnow
 from services.companies.company_events import publish_after_commit
 from services.platform import runtime
 from services.platform.backoff import backoff
-from services.webhooks import EVENTS, lifecycle, mirror
+from services.webhooks import EVENTS, changes, lifecycle, mirror
 from services.webhooks.parsing import BOOKING_TYPES, CLIENT_TYPES
 
 log = logging.getLogger(__name__)
@@ -193,6 +196,7 @@ def process_batch(event_ids: list[int]) -> dict[int, Result]:
         db.session.rollback()
         log.info("batch of %s webhook events is run one by one (%s: %s)", len(claims), type(exc).__name__, exc)
         return results | {event_id: _run_claimed(event_id, attempt) for event_id, attempt in claims.items()}
+    changes.deliver()
     return results | {event_id: Result(EventStatus.PROCESSED) for event_id in claims}
 
 
@@ -205,4 +209,5 @@ def _run_claimed(event_id: int, attempt: int) -> Result:
         if not permanent:
             log.exception("webhook event %s failed (attempt %s)", event_id, attempt)
         return _record_failure(event_id, attempt, f"{type(exc).__name__}: {exc}", permanent)
+    changes.deliver()
     return Result(EventStatus.PROCESSED if applied else "skipped")
