@@ -34,7 +34,6 @@ class WhatsAppSession(Base):
     last_qr_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     qr_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     pairing_phone: Mapped[str | None] = mapped_column(String(32))
-    pairing_code_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     me_phone: Mapped[str | None] = mapped_column(String(32))
     failure_reason: Mapped[str | None] = mapped_column(String(64))
     last_disconnect_code: Mapped[int | None] = mapped_column(Integer)

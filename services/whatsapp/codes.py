@@ -145,7 +145,6 @@ def issue_pairing_code(company_id: int, digits: str, nonce: str, last_try: bool 
         return "failed"
     expires_in = _attempt_left(row)
     row.pairing_phone = "+" + digits
-    row.pairing_code_expires_at = utcnow() + timedelta(seconds=expires_in)
     code = qr.format_pairing_code(raw)
     message = {"code": code, "expires_in": round(expires_in)}
 
