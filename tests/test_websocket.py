@@ -32,6 +32,7 @@ class WsClient:
     def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
         self.frames: list[dict[str, Any]] = []
         self.closed = threading.Event()
+        self.close_code: int | None = None
         self._stack = ExitStack()
         self._ws = self._stack.enter_context(connect(url, additional_headers=headers, open_timeout=10))
         self._thread = threading.Thread(target=self._read, daemon=True)
@@ -44,6 +45,7 @@ class WsClient:
         except ConnectionClosed:
             pass
         finally:
+            self.close_code = self._ws.close_code
             self.closed.set()
 
     def send(self, event: str, data: dict[str, Any]) -> None:
@@ -144,6 +146,18 @@ def test_a_deeply_nested_frame_is_an_error_frame_and_the_socket_stays_open(live_
     assert client.wait_for("authenticated") == {"companyId": company.id}
 
 
+def test_a_frame_over_64_kib_closes_the_socket_with_1009_before_it_is_read(live_server, ctx, clients):
+    company = make_company()
+    client = _connect(clients, live_server)
+    client.send_raw(json.dumps({"event": "authenticate", "data": {"token": "x" * 200_000}}))
+    assert client.closed.wait(10)
+    assert client.close_code == 1009
+    assert not client.frames  # refused while it arrived: never parsed, never answered
+    after = _connect(clients, live_server)
+    after.send("authenticate", {"token": company.token, "companyId": company.id})
+    assert after.wait_for("authenticated") == {"companyId": company.id}
+
+
 @pytest.fixture(scope="module")
 def limited(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
     # Two gunicorn worker processes: the limit is counted in Redis, so it holds across them.
@@ -164,6 +178,34 @@ def test_five_connections_per_minute_per_ip(limited, clients):
     error = refused.wait_for("error")
     assert error["message"] == "Too many requests" and 0 < error["retry_after"] <= 60
     assert refused.closed.wait(5)
+
+
+@pytest.fixture(scope="module")
+def public_limited(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
+    # Ten public requests per minute per IP; connections are not what is measured here.
+    stack = start_stack(make_app, backends, service_env, run_dir, web=True, RATELIMIT_ENABLED="true",
+                        RATELIMIT_PUBLIC="10/minute", RATELIMIT_WEBSOCKET="100/minute")
+    yield stack
+    stack.stop()
+
+
+def test_socket_actions_count_against_the_public_limit_of_their_http_twins(public_limited, clients):
+    assert public_limited.base_url
+    with public_limited.app.app_context():
+        company = make_company()
+        db.session.remove()
+    client = _connect(clients, public_limited.base_url)
+    client.send("authenticate", {"token": company.token, "companyId": company.id})  # 1 of 10
+    client.wait_for("authenticated")
+    for _ in range(300):  # 9 pass; the rest are refused without enqueueing anything
+        client.send("getPairingCode", {"phone": "+79001234567"})
+    wait_until(lambda: len(client.named("error")) == 291, timeout=20)
+    refusals = client.named("error")
+    assert all(e["message"] == "Too many requests" and 0 < e["retry_after"] <= 60 for e in refusals)
+    # The same counter as HTTP's public endpoints (GET /qr, POST /pairing-code, ...).
+    answer = requests.get(public_limited.base_url + "/marketplace/test", timeout=5)
+    assert answer.status_code == 429
+    public_limited.clean()
 
 
 @pytest.fixture(scope="module")

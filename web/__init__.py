@@ -10,6 +10,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from models import db
+from services.platform import json_input
 from services.platform.logs import configure_logging
 from services.platform.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from services.platform.settings import Settings, load_settings
@@ -58,7 +59,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=1024 * 1024,
-        SOCK_SERVER_OPTIONS={"ping_interval": 25},
+        # Frames over the cap of every JSON input are refused while they arrive: the socket closes with 1009.
+        SOCK_SERVER_OPTIONS={"ping_interval": 25, "max_message_size": json_input.MAX_BYTES},
         # The limiter object is shared by every app in a process; RATELIMIT_ENABLED off is honoured per app by a
         # request filter in web.limits, and a Redis outage lets requests through rather than failing them.
         RATELIMIT_ENABLED=True,
@@ -72,9 +74,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.url_map.converters["id"] = IdConverter
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
-    if settings.trusted_proxies:
-        n = settings.trusted_proxies
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=10)
     app.extensions["redis"] = client
@@ -89,6 +88,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     sock.init_app(app)
     register_error_handlers(app)
     register_rate_limit_handler(app)
+    if settings.trusted_proxies:
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 
     from web.marketplace import bp as marketplace
 

@@ -8,6 +8,7 @@ from functools import wraps
 from typing import Any, TypeVar
 
 from flask import request
+from werkzeug.wrappers import Request
 
 from services.access import api_keys, tokens
 from services.access.api_keys import Principal
@@ -29,12 +30,14 @@ def presented_api_key() -> str | None:
     return None
 
 
-def presented_token() -> str | None:
-    """A connect token from ``Authorization: Bearer``, ``x-auth-token`` or ``?token=``."""
-    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+def presented_token(source: Request | None = None) -> str | None:
+    """A connect token from ``Authorization: Bearer``, ``x-auth-token`` or ``?token=`` of ``source``
+    (the current request unless given, as Socket.IO gives its handshake's)."""
+    req = request if source is None else source
+    scheme, _, value = req.headers.get("Authorization", "").partition(" ")
     if scheme.lower() == "bearer" and value.strip() and not value.strip().startswith("sk_"):
         return value.strip()
-    return request.headers.get("x-auth-token") or request.args.get("token") or None
+    return req.headers.get("x-auth-token") or req.args.get("token") or None
 
 
 def current_principal() -> Principal | None:

@@ -15,12 +15,15 @@ never limited: the limiter has no default limits.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from flask import Flask, Response, current_app, jsonify, request
 from flask_limiter.errors import RateLimitExceeded
+from limits import parse
+from redis import RedisError
 
 from services.platform import runtime
 from web.auth import presented_valid_credential
@@ -62,10 +65,37 @@ def _unlimited_view() -> bool:
     return getattr(current_app.view_functions.get(request.endpoint or ""), "unlimited", False)
 
 
-public_limit = limiter.shared_limit(lambda: runtime.settings().ratelimit_public, scope="public", key_func=client_ip)
+PUBLIC_SCOPE = "public"
+public_limit = limiter.shared_limit(lambda: runtime.settings().ratelimit_public, scope=PUBLIC_SCOPE, key_func=client_ip)
 protected_limit = limiter.shared_limit(
     lambda: runtime.settings().ratelimit_protected, scope="protected", key_func=_credential_identity
 )
+
+
+def _retry_after_if_over(limit: str, *identifiers: str) -> int | None:
+    """Count one hit on the counter ``identifiers`` name; the seconds to wait when it is over ``limit``."""
+    if not runtime.settings().ratelimit_enabled:
+        return None
+    item = parse(limit)
+    try:
+        if limiter.limiter.hit(item, *identifiers):
+            return None
+        reset_at = limiter.limiter.get_window_stats(item, *identifiers).reset_time
+    except RedisError:  # as RATELIMIT_SWALLOW_ERRORS does for HTTP: a Redis outage lets the action through
+        return None
+    return max(1, math.ceil(reset_at - time.time()))
+
+
+def public_action_retry_after(ip: str) -> int | None:
+    """Count a socket action (authenticate, getQR, getPairingCode) on the counter its HTTP twins share:
+    the public per-IP limit, keyed as Flask-Limiter keys ``public_limit``; seconds to wait when over it."""
+    return _retry_after_if_over(runtime.settings().ratelimit_public, ip, PUBLIC_SCOPE)
+
+
+def socket_connection_retry_after(ip: str) -> int | None:
+    """Count a new socket (plain or Socket.IO) against the per-IP connection limit; seconds to wait when over it."""
+    settings = runtime.settings()
+    return _retry_after_if_over(settings.ratelimit_websocket, settings.key("limits", "websocket"), ip)
 
 
 def _retry_after_only_on_refusals(response: Response) -> Response:

@@ -69,6 +69,16 @@ class _SendAll:
         return getattr(self._sock, name)
 
 
+def bounded_sends(sock: socket.socket) -> Any:
+    """``sock`` with every send bounded by ``SEND_TIMEOUT_SECONDS`` and written whole (for simple-websocket)."""
+    if isinstance(sock, _SendAll):
+        return sock
+    seconds, fraction = divmod(SEND_TIMEOUT_SECONDS, 1)
+    # SO_SNDTIMEO bounds each send() only; reads (simple-websocket's own thread) are unaffected.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("@ll", int(seconds), int(fraction * 1_000_000)))
+    return _SendAll(sock)
+
+
 class SocketConnection:
     """A connected client; ``send`` is safe from the handler thread and the bus thread alike."""
 
@@ -79,11 +89,7 @@ class SocketConnection:
         self._unsubscribe: Callable[[], None] | None = None
         self.company_id: int | None = None
         self.open = True
-        seconds, fraction = divmod(SEND_TIMEOUT_SECONDS, 1)
-        # SO_SNDTIMEO bounds each send() only; reads (simple-websocket's own thread) are unaffected.
-        ws.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
-                           struct.pack("@ll", int(seconds), int(fraction * 1_000_000)))
-        ws.sock = _SendAll(ws.sock)
+        ws.sock = bounded_sends(ws.sock)
 
     def send(self, event: str, data: dict[str, Any]) -> None:
         """Send ``{"event", "data"}``; a failed send marks the connection closed."""
