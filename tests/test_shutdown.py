@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from models import Callback, db
 from tests.factories import make_company
+from tests.socketio_client import Recorder
 from tests.support import Backends, ServiceProcess, free_port, wait_until, web_command
 
 GRACEFUL_TIMEOUT = 20  # gunicorn.conf.py
@@ -155,3 +156,25 @@ def test_a_sigtermed_worker_finishes_its_current_task(
     finally:
         worker.stop()
         yclients.close()
+
+
+def test_sigterm_ends_socketio_sessions_at_once_so_clients_reconnect_elsewhere(
+    backends: Backends, service_env: dict[str, str], run_dir: Path
+):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = backends.env(**{**service_env, "PUBLIC_BASE_URL": base})
+    web = ServiceProcess("web-sio-stop", web_command(port, threads=8), env, run_dir / "web-sio-stop.log").start()
+    try:
+        wait_until(lambda: _serving(web, base), timeout=30, interval=0.2)
+        by_websocket = Recorder(base)
+        by_polling = Recorder(base, transports=("polling",))
+        assert web.proc is not None
+        stopping = time.monotonic()
+        os.kill(web.proc.pid, signal.SIGTERM)
+        # Without web.shutdown, gunicorn would wait GRACEFUL_TIMEOUT (20 s) for these sessions.
+        assert by_websocket.disconnected.wait(10) and by_polling.disconnected.wait(10)
+        assert web.proc.wait(timeout=20) == 0
+        assert time.monotonic() - stopping < 15
+    finally:
+        web.stop()

@@ -181,34 +181,6 @@ def test_five_connections_per_minute_per_ip(limited, clients):
 
 
 @pytest.fixture(scope="module")
-def public_limited(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
-    # Ten public requests per minute per IP; connections are not what is measured here.
-    stack = start_stack(make_app, backends, service_env, run_dir, web=True, RATELIMIT_ENABLED="true",
-                        RATELIMIT_PUBLIC="10/minute", RATELIMIT_WEBSOCKET="100/minute")
-    yield stack
-    stack.stop()
-
-
-def test_socket_actions_count_against_the_public_limit_of_their_http_twins(public_limited, clients):
-    assert public_limited.base_url
-    with public_limited.app.app_context():
-        company = make_company()
-        db.session.remove()
-    client = _connect(clients, public_limited.base_url)
-    client.send("authenticate", {"token": company.token, "companyId": company.id})  # 1 of 10
-    client.wait_for("authenticated")
-    for _ in range(300):  # 9 pass; the rest are refused without enqueueing anything
-        client.send("getPairingCode", {"phone": "+79001234567"})
-    wait_until(lambda: len(client.named("error")) == 291, timeout=20)
-    refusals = client.named("error")
-    assert all(e["message"] == "Too many requests" and 0 < e["retry_after"] <= 60 for e in refusals)
-    # The same counter as HTTP's public endpoints (GET /qr, POST /pairing-code, ...).
-    answer = requests.get(public_limited.base_url + "/marketplace/test", timeout=5)
-    assert answer.status_code == 429
-    public_limited.clean()
-
-
-@pytest.fixture(scope="module")
 def capped(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
     stack = start_stack(make_app, backends, service_env, run_dir, web=True, WEBSOCKET_MAX_PER_PROCESS="2")
     yield stack

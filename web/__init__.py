@@ -27,6 +27,7 @@ from web.limits import register_rate_limit_handler
 from web.observability import init_app as init_observability
 from web.routing import IdConverter
 from web.shutdown import init_app as init_shutdown
+from web.socketio_server import init_app as init_socketio
 from web.ws_hub import init_app as init_socket_slots
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,7 +89,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     sock.init_app(app)
     register_error_handlers(app)
     register_rate_limit_handler(app)
-    if settings.trusted_proxies:
+    init_socketio(app)
+    if settings.trusted_proxies:  # outermost, so Socket.IO sees the client address too
         n = settings.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n)  # type: ignore[method-assign]
 

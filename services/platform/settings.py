@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     ratelimit_websocket: str = "5/minute"
     # Each open socket holds a gunicorn thread: keep this below GUNICORN_THREADS so HTTP keeps threads.
     websocket_max_per_process: int = Field(480, ge=1)
+    # Origins allowed to open Socket.IO connections from a browser: comma-separated, "*" for any; empty = the
+    # service's own origin only (clients outside a browser send no Origin and are not affected).
+    socketio_cors_origins: str = ""
 
     yclients_api_url: str = "https://api.yclients.com"
     yclients_partner_token: str | None = None
@@ -115,6 +118,14 @@ class Settings(BaseSettings):
             if self.database_url.startswith("sqlite"):
                 raise ValueError("DATABASE_URL must point at PostgreSQL in production")
         return self
+
+    @property
+    def socketio_origins(self) -> str | list[str] | None:
+        """``SOCKETIO_CORS_ORIGINS`` as python-socketio takes it: None (same origin), "*" or a list."""
+        origins = [o.strip() for o in self.socketio_cors_origins.split(",") if o.strip()]
+        if "*" in origins:
+            return "*"
+        return origins or None
 
     @property
     def log_as_json(self) -> bool:
