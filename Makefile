@@ -5,7 +5,9 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint types pytest chromium bench clean
+JS_DEPS := tests/js/node_modules/.package-lock.json
+
+.PHONY: run test lint types pytest chromium nginx bench clean
 
 $(RUN_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,7 +21,7 @@ $(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
 run: $(RUN_STAMP)
 	$(PY) -m devstack
 
-test: $(DEV_STAMP) chromium
+test: $(DEV_STAMP) chromium nginx $(JS_DEPS)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 	$(PY) -m pytest $(ARGS)
@@ -29,6 +31,19 @@ chromium:
 	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 		echo "chromium could not be installed: browser tests will be skipped"
+
+# The reference's JavaScript example runs on the real socket.io-client (npm registry; Node.js from Debian).
+$(JS_DEPS): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null)
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The topology test puts Debian's nginx in front of two realtime processes (its own config, a free port).
+nginx:
+	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null) || \
+		echo "nginx could not be installed: the topology test will be skipped"
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .
@@ -43,4 +58,4 @@ bench: $(DEV_STAMP)
 	$(PY) -m bench.webhooks $(ARGS)
 
 clean:
-	rm -rf $(VENV) var
+	rm -rf $(VENV) var tests/js/node_modules
