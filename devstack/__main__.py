@@ -42,6 +42,10 @@ def _environment(redis_url: str | None) -> dict[str, str]:
     env.setdefault("FLOWER_BASIC_AUTH", _persistent_secret("flower_basic_auth", "admin:" + secrets.token_urlsafe(12)))
     env.setdefault("PUBLIC_BASE_URL", f"http://localhost:{env.get('PORT', '3000')}")
     env.setdefault("FLOWER_PORT", "5555")
+    # One web process serves everything, Socket.IO included: an Engine.IO polling session lives in the
+    # process that opened it, and one process needs no sticky proxy. Its threads make up for the second.
+    env.setdefault("WEB_CONCURRENCY", "1")
+    env.setdefault("GUNICORN_THREADS", "1024")
     # One metrics folder for web, worker and beat, emptied at every start (old pids' files are stale).
     metrics_dir = VAR / f"metrics-{env.get('PORT', '3000')}"
     shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -23,10 +23,11 @@ class Refused(Exception):
 class Recorder:
     """One Socket.IO connection (python-socketio's own client) and every event it received, in order."""
 
-    def __init__(self, base_url: str, transports: tuple[str, ...] = ("websocket",), **connect: Any) -> None:
+    def __init__(self, base_url: str, transports: tuple[str, ...] = ("websocket",),
+                 client_options: dict[str, Any] | None = None, **connect: Any) -> None:
         self.events: list[tuple[str, Any]] = []
         self.disconnected = threading.Event()
-        self.sio = socketio.Client(reconnection=False)
+        self.sio = socketio.Client(reconnection=False, **(client_options or {}))
         self.sio.on("*", self._record, namespace=NAMESPACE)
         self.sio.on("disconnect", lambda *reason: self.disconnected.set(), namespace=NAMESPACE)
         refusals: list[Any] = []

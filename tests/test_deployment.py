@@ -10,7 +10,7 @@ import yaml
 from tests.support import ROOT
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-APP_SERVICES = ("web", "worker", "beat", "flower", "migrate")
+APP_SERVICES = ("web", "realtime", "worker", "beat", "flower", "migrate")
 
 
 def _module_exists(dotted: str) -> bool:
@@ -104,3 +104,20 @@ def test_flower_asks_for_its_password_on_metrics_too(backends, service_env, run_
             assert password.encode() not in cmdline.read()
     finally:
         proc.stop()
+
+
+def test_only_the_proxy_publishes_the_service_and_the_apps_trust_exactly_it():
+    from services.platform.settings import Settings
+
+    services = COMPOSE["services"]
+    assert services["proxy"]["ports"] and "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in services["proxy"]["volumes"]
+    for name in ("web", "realtime"):
+        assert "ports" not in services[name], f"{name} is reached through the proxy only"
+        assert services[name]["environment"]["TRUSTED_PROXIES"] == 1, name
+    # A polling session lives in one process: one per realtime container, which the proxy hashes over.
+    assert services["realtime"]["environment"]["WEB_CONCURRENCY"] == 1
+    conf = (ROOT / "deploy" / "nginx.conf").read_text()
+    assert "hash $remote_addr consistent;" in conf and "location /socket.io/" in conf
+    # Without a proxy (make run, a bare gunicorn) X-Forwarded-For is the client's to forge: trust none.
+    assert Settings.model_fields["trusted_proxies"].default == 0
+    assert re.search(r"^TRUSTED_PROXIES=0\b", (ROOT / ".env.example").read_text(), re.M)
