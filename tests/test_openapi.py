@@ -57,3 +57,15 @@ def test_reference_fields_are_described():
     ]
     assert set(schemas["Stats"]["properties"]["by_status"]["required"]) == {"active", "pending", "inactive"}
     assert set(schemas["Registration"]["required"]) >= {"company_id", "salon_id", "api_key", "connect_url"}
+
+
+def test_the_live_protocol_is_described_as_the_code_has_it(app):
+    from web import live_protocol, socketio_server
+
+    document = openapi_document()
+    events = document["x-live-events"]
+    assert set(events["client-to-server"]) == {"authenticate", *live_protocol.ACTIONS}
+    assert {"authenticated", "status", "qr", "pairingCode", "whatsapp.connected", "error"} <= set(
+        events["server-to-client"])
+    assert document["x-socketio"]["namespace"] == socketio_server.NAMESPACE
+    assert document["x-websocket"]["path"] in {rule.rule for rule in app.url_map.iter_rules()}
