@@ -77,7 +77,8 @@ class BenchCompany:
 def create_company(env: dict[str, str], salon_id: int) -> BenchCompany:
     """Register one company with the settings in ``env`` (a child process, as the service sees them)."""
     code = (
-        "from web import create_app\nfrom models import Company, db\nfrom services import tokens, webhook_secrets\n"
+        "from web import create_app\nfrom models import Company, db\n"
+        "from services.access import tokens, webhook_secrets\n"
         "app = create_app()\nwith app.app_context():\n"
         f"    c = Company(salon_id={salon_id}, title='bench'); db.session.add(c); db.session.commit()\n"
         "    print(c.id, webhook_secrets.webhook_secret(c), tokens.issue_connect_token(c.id, c.salon_id))\n"
@@ -109,6 +110,33 @@ def stop(proc: subprocess.Popen[Any]) -> None:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, 9)
+
+
+def process_stats(pid: int) -> tuple[float, int]:
+    """RSS in MiB and thread count of the gunicorn worker whose master is ``pid``."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    worker = int(children[0]) if children else pid
+    status = Path(f"/proc/{worker}/status").read_text()
+    rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+    threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads")))
+    return rss / 1024, threads
+
+
+def http_latency(url: str, samples: int = 60) -> tuple[list[float], int]:
+    """Times (ms) of ``samples`` sequential GETs of ``url`` and how many failed (3 s timeout; 3 failures end it)."""
+    times: list[float] = []
+    failures = 0
+    for _ in range(samples):
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(url, timeout=3) as response:
+                response.read()
+            times.append((time.perf_counter() - started) * 1000)
+        except OSError:
+            failures += 1
+            if failures >= 3:
+                break
+    return times, failures
 
 
 def cpu_seconds() -> dict[str, float]:

@@ -21,14 +21,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
-from pathlib import Path
 
 import redis
 from simple_websocket import Client, ConnectionClosed
 
-from bench.harness import ROOT, create_company, free_port, stop, wait_http, write_table
+from bench.harness import ROOT, create_company, free_port, http_latency, process_stats, stop, wait_http, write_table
 
 HEADING = "## WebSockets: idle sockets per web process"
 ADMIN_KEY = "sk_bench_admin_key_0123456789abcdefghijklmnop"
@@ -57,30 +55,9 @@ class Socket:
             pass
 
 
-def _process_stats(pid: int) -> tuple[float, int]:
-    """RSS in MiB and thread count of the gunicorn worker (the child of the master)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    worker = int(children[0]) if children else pid
-    status = Path(f"/proc/{worker}/status").read_text()
-    rss = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
-    threads = int(next(line.split()[1] for line in status.splitlines() if line.startswith("Threads")))
-    return rss / 1024, threads
-
-
-def _http_latency(base: str, samples: int = 60) -> tuple[float, float, float, int]:
-    """p50, p95, max (ms) of GET /marketplace/health/live, and how many failed (timeout 3 s; 3 failures end it)."""
-    times: list[float] = []
-    failures = 0
-    for _ in range(samples):
-        started = time.perf_counter()
-        try:
-            with urllib.request.urlopen(base + "/marketplace/health/live", timeout=3) as response:
-                response.read()
-            times.append((time.perf_counter() - started) * 1000)
-        except OSError:
-            failures += 1
-            if failures >= 3:
-                break
+def _http_latency(base: str) -> tuple[float, float, float, int]:
+    """p50, p95, max (ms) of GET /marketplace/health/live, and how many failed."""
+    times, failures = http_latency(base + "/marketplace/health/live")
     if not times:
         return float("inf"), float("inf"), float("inf"), failures
     times.sort()
@@ -135,7 +112,7 @@ def run(threads: int, steps: list[int], redis_url: str, port: int) -> list[dict[
             p50, p95, worst, failures = _http_latency(base)
             fanout = _fanout_ms(client, namespace, company_id, sockets) if sockets else 0.0
             received = sum(s.seen.is_set() for s in sockets)
-            rss, thread_count = _process_stats(server.pid)
+            rss, thread_count = process_stats(server.pid)
             row = {"threads": threads, "sockets": len(sockets), "authenticated": authenticated, "http_p50_ms": p50,
                    "http_p95_ms": p95, "http_max_ms": worst, "http_failures": failures, "fanout_ms": fanout,
                    "fanout_received": received, "rss_mib": rss, "os_threads": thread_count}
