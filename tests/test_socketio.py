@@ -272,3 +272,18 @@ def _opens(base: str) -> bool:
         return False
     return True
 
+
+
+@pytest.mark.parametrize(("setting", "origin", "allowed"), [
+    ("", "http://localhost", True),  # the service's own origin (the test client's host)
+    ("", "https://salon.example", False),
+    ("https://salon.example, https://crm.example", "https://crm.example", True),
+    ("https://salon.example", "https://evil.example", False),
+    ("*", "https://anyone.example", True),
+])
+def test_socketio_cors_origins_decide_which_browser_origins_may_connect(make_app, setting, origin, allowed):
+    client = make_app(socketio_cors_origins=setting).test_client()
+    answer = client.get("/socket.io/?EIO=4&transport=polling", headers={"Origin": origin})
+    assert (answer.status_code == 200) is allowed
+    if allowed:
+        assert answer.headers["Access-Control-Allow-Origin"] == origin
