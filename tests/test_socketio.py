@@ -242,38 +242,6 @@ def test_socket_actions_count_against_the_public_limit_of_their_http_twins(limit
         limited.clean()
 
 
-@pytest.fixture(scope="module")
-def capped(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
-    stack = start_stack(make_app, backends, service_env, run_dir, web=True, WEBSOCKET_MAX_PER_PROCESS="2")
-    yield stack
-    stack.stop()
-
-
-def test_socketio_sessions_and_plain_sockets_share_the_process_cap(capped, recorders):
-    assert capped.base_url
-    held = _open(recorders, capped.base_url)
-    plain = WsClient(capped.base_url.replace("http://", "ws://") + "/marketplace/ws")
-    try:
-        plain.send("authenticate", {"token": "x"})
-        plain.wait_for("error")
-        with pytest.raises(Refused):  # refused at the Engine.IO handshake: nothing is kept
-            _open(recorders, capped.base_url)
-        assert requests.get(capped.base_url + "/marketplace/health/live", timeout=5).status_code == 200
-        held.close()
-        wait_until(lambda: _opens(capped.base_url), timeout=10, interval=0.2)
-    finally:
-        plain.close()
-
-
-def _opens(base: str) -> bool:
-    try:
-        Recorder(base).close()
-    except Refused:
-        return False
-    return True
-
-
-
 @pytest.mark.parametrize(("setting", "origin", "allowed"), [
     ("", "http://localhost", True),  # the service's own origin (the test client's host)
     ("", "https://salon.example", False),

@@ -17,6 +17,7 @@ from websockets.sync.client import connect
 from models import db
 from services.whatsapp import gateway
 from tests.factories import make_company
+from tests.socketio_client import Recorder, Refused
 from tests.support import wait_until
 from tests.whatsapp_stack import Stack, start_stack
 
@@ -205,3 +206,26 @@ def test_a_process_refuses_sockets_beyond_its_cap_and_http_keeps_answering(cappe
         return client.wait_for("error")["message"] == "Недействительный токен"
 
     wait_until(accepted, timeout=10, interval=0.2)
+
+
+def _socketio_or_none(base: str) -> Recorder | None:
+    try:
+        return Recorder(base)
+    except Refused:
+        return None
+
+
+def test_socketio_sessions_take_slots_of_the_same_cap(capped, clients):
+    assert capped.base_url
+    # The previous test's sockets may still be closing: wait for a free slot.
+    held = wait_until(lambda: _socketio_or_none(capped.base_url), timeout=10, interval=0.2)
+    try:
+        plain = _connect(clients, capped.base_url)
+        plain.send("authenticate", {"token": "x"})
+        plain.wait_for("error")
+        assert _socketio_or_none(capped.base_url) is None  # refused at the Engine.IO handshake: nothing kept
+        assert requests.get(capped.base_url + "/marketplace/health/live", timeout=5).status_code == 200
+    finally:
+        held.close()
+    wait_until(lambda: (again := _socketio_or_none(capped.base_url)) and again.close() is None, timeout=10,
+               interval=0.2)
