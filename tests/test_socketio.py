@@ -15,7 +15,7 @@ from websockets.sync.client import connect
 from models import db
 from services.whatsapp import gateway
 from tests.factories import make_company
-from tests.socketio_client import Recorder, Refused
+from tests.socketio_client import NAMESPACE, Recorder, Refused
 from tests.support import wait_until
 from tests.test_websocket import WsClient
 from tests.whatsapp_stack import Stack, start_stack
@@ -69,6 +69,28 @@ def test_a_token_in_the_header_or_the_auth_payload_authenticates_at_connect(live
     # The header token also serves an ``authenticate`` that carries none.
     by_header.emit("authenticate", {"companyId": company.id})
     wait_until(lambda: len(by_header.named("authenticated")) == 2)
+
+
+def test_the_readme_client_answers_authenticated_at_once_and_sees_the_scan(live_server, ctx):
+    # authenticated comes after the namespace's CONNECT, so a handler that emits at once may (README example).
+    company = make_company()
+    sio = socketio.Client(reconnection=False)
+    seen: list[str] = []
+
+    @sio.on("authenticated", namespace=NAMESPACE)
+    def authenticated(data: dict[str, int]) -> None:
+        sio.emit("getQR", {"companyId": data["companyId"]}, namespace=NAMESPACE)
+
+    sio.on("qr", lambda data: seen.append("qr"), namespace=NAMESPACE)
+    sio.on("whatsapp.connected", lambda data: seen.append(data["phone"]), namespace=NAMESPACE)
+    sio.connect(live_server, namespaces=[NAMESPACE], auth={"token": company.token}, wait_timeout=10)
+    try:
+        wait_until(lambda: "qr" in seen, timeout=15)
+        gateway.simulate_scan(company.id, "+79001234567")
+        db.session.remove()
+        wait_until(lambda: "+79001234567" in seen)
+    finally:
+        sio.disconnect()
 
 
 def test_bad_tokens_and_other_companies_are_refused(live_server, ctx, recorders):

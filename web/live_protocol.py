@@ -67,17 +67,21 @@ def error_data(exc: ServiceError) -> dict[str, Any]:
     return {"message": exc.message, **exc.extra}
 
 
-def authenticate(client: LiveClient, data: dict[str, Any]) -> None:
-    """Bind the client to the company of its token, then send ``authenticated`` and the ``status`` snapshot.
-
-    The token comes from ``data`` or the handshake; a ``companyId`` naming another company is refused.
-    """
+def _company_of(client: LiveClient, data: dict[str, Any]) -> int:
+    """The company of the token in ``data`` or the handshake; ``Unauthorized`` for a bad token or a
+    ``companyId`` naming another company."""
     token = data.get("token") or client.handshake_token
     claims = tokens.verify_connect_token(token if isinstance(token, str) else None)
     company_id = int(claims["company_id"])
     asked = data.get("companyId")
     if asked is not None and str(asked) != str(company_id):
         raise Unauthorized(tokens.INVALID_TOKEN)
+    return company_id
+
+
+def authenticate(client: LiveClient, data: dict[str, Any]) -> None:
+    """Bind the client to the company of its token, then send ``authenticated`` and the ``status`` snapshot."""
+    company_id = _company_of(client, data)
     snapshot = sessions.snapshot(company_id)
     client.transport.watch(company_id)
     client.company_id = company_id
@@ -146,14 +150,19 @@ def receive(client: LiveClient, event: object, data: object) -> None:
         db.session.remove()
 
 
-def open_with_handshake_token(client: LiveClient, data: dict[str, Any] | None = None) -> None:
-    """Authenticate a new client with the token its handshake carried (header, query or Socket.IO ``auth``,
-    whose ``companyId`` is checked too), counted as an attempt; raises the refusal for the transport."""
+def check_handshake(client: LiveClient, data: dict[str, Any] | None = None) -> None:
+    """Count the authentication a handshake token (header, query, Socket.IO ``auth`` with its ``companyId``)
+    asks for and check it; raises the refusal, for the transport to report its own way."""
+    _count(client)
+    _company_of(client, data or {})
+
+
+def welcome(client: LiveClient, data: dict[str, Any] | None = None) -> None:
+    """Authenticate a client whose handshake token ``check_handshake`` accepted (as ``receive`` does, uncounted)."""
     try:
-        _count(client)
         authenticate(client, data or {})
-    except ServiceError:
+    except ServiceError as exc:
         db.session.rollback()
-        raise
+        client.send("error", error_data(exc))
     finally:
         db.session.remove()

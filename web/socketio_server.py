@@ -173,8 +173,9 @@ class _Server(socketio.Server):
 
     Internal hooks of python-socketio (pinned with python-engineio in requirements.txt) are extended, each
     covered by tests: the Engine.IO server class; every Engine.IO session takes one of the process's socket
-    slots while it lives (polling or WebSocket, it holds a gunicorn thread); and a packet this service does
-    not accept closes its session, as the reference Socket.IO server closes a session on a parse error.
+    slots while it lives (polling or WebSocket, it holds a gunicorn thread); a client authenticated by its
+    handshake gets ``authenticated`` once its CONNECT has been sent; and a packet this service does not
+    accept closes its session, as the reference Socket.IO server closes a session on a parse error.
     """
 
     def __init__(self, slots: SocketSlots, max_sockets: int, **options: Any) -> None:
@@ -203,6 +204,15 @@ class _Server(socketio.Server):
                 self._slotted.discard(eio_sid)
             if held:
                 self._slots.release()
+
+    def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        super()._handle_connect(eio_sid, namespace, data)
+        # Only now has the client its CONNECT: events sent from the connect handler would come first, and a
+        # client that answers them at once (python-socketio's does) would emit on a namespace it has not got.
+        sid = self.manager.sid_from_eio_sid(eio_sid, namespace or "/")
+        handler = self.namespace_handlers.get(namespace or "/")
+        if sid is not None and self.manager.is_connected(sid, namespace or "/") and isinstance(handler, _Marketplace):
+            handler.connected(sid)
 
     def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
@@ -284,7 +294,7 @@ class _Marketplace(socketio.Namespace):
         self._sio = server
         self._rooms = rooms
         self._lock = threading.Lock()
-        self._clients: dict[str, tuple[LiveClient, _Session]] = {}
+        self._clients: dict[str, tuple[LiveClient, _Session, dict[str, Any]]] = {}
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         """Route ``connect``, ``disconnect`` and every client event (documented as overridable)."""
@@ -309,18 +319,25 @@ class _Marketplace(socketio.Namespace):
         try:
             live_protocol.admit(client.ip)
             if client.handshake_token:
-                live_protocol.open_with_handshake_token(client, auth)
+                live_protocol.check_handshake(client, auth)
         except ServiceError as exc:
-            self._rooms.leave(sid)
             data = live_protocol.error_data(exc)
             message = data.pop("message")
             raise socketio.exceptions.ConnectionRefusedError(*([message, data] if data else [message])) from None
         session = _Session(self._sio, self._sio.manager.eio_sid_from_sid(sid, NAMESPACE))
         with self._lock:
-            self._clients[sid] = (client, session)
+            self._clients[sid] = (client, session, auth)
         WEBSOCKET_CONNECTIONS.inc()
         shutdown.register(session)  # a stopping worker ends the session so the client reconnects elsewhere
         return True
+
+    def connected(self, sid: str) -> None:
+        """The client has its CONNECT: authenticate it with its handshake token, if it came with one."""
+        with self._lock:
+            found = self._clients.get(sid)
+        if found is not None and found[0].handshake_token:
+            with self._app.app_context():
+                live_protocol.welcome(found[0], found[2])
 
     def _disconnect(self, sid: str) -> None:
         with self._lock:

@@ -60,9 +60,11 @@ def websocket(ws: Server) -> None:
     try:
         if client.handshake_token:
             try:
-                live_protocol.open_with_handshake_token(client)
+                live_protocol.check_handshake(client)
             except ServiceError as exc:
                 conn.send("error", live_protocol.error_data(exc))
+            else:
+                live_protocol.welcome(client)
         while conn.open:
             raw = ws.receive()  # frames over the cap (SOCK_SERVER_OPTIONS) close the socket with 1009
             if raw is not None:
