@@ -4,6 +4,7 @@ rules the namespace shares with ``/marketplace/ws``."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
@@ -137,12 +138,23 @@ def test_the_default_namespace_and_foreign_origins_are_refused(live_server):
 class RawSession:
     """Engine.IO and Socket.IO spoken by hand over one WebSocket, to send what no client library would."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, auth: dict[str, object] | None = None) -> None:
         self.ws = connect(base.replace("http://", "ws://") + "/socket.io/?EIO=4&transport=websocket", open_timeout=10,
                           legacy=True)
         assert str(self.ws.recv(timeout=10)).startswith("0{")  # Engine.IO OPEN
-        self.ws.send("40/marketplace,")
+        self.ws.send("40/marketplace," + (json.dumps(auth) if auth else ""))
         assert str(self.ws.recv(timeout=10)).startswith("40/marketplace,{")  # Socket.IO CONNECT
+
+    def events_until(self, name: str) -> list[str]:
+        """The names of the events received up to and including ``name``."""
+        seen: list[str] = []
+        while not seen or seen[-1] != name:
+            frame = str(self.ws.recv(timeout=10))
+            if frame.startswith("42/marketplace,"):
+                seen.append(json.loads(frame.removeprefix("42/marketplace,"))[0])
+            elif frame.startswith("44/marketplace,"):
+                seen.append("connect_error")
+        return seen
 
     def closed_by_server(self, timeout: float = 10) -> int | None:
         """Read until the server closes; the close code."""
@@ -162,6 +174,16 @@ def test_a_packet_over_64_kib_closes_the_session_with_1009_before_it_is_read(liv
     body = '42/marketplace,["authenticate",{"token":"' + "x" * 70_000 + '"}]'
     posted = requests.post(f"{live_server}/socket.io/?EIO=4&transport=polling&sid={sid}", data=body, timeout=5)
     assert posted.status_code == 400
+
+
+def test_a_second_connect_gets_no_second_welcome(live_server, ctx):
+    company = make_company()
+    session = RawSession(live_server, auth={"token": company.token})
+    assert session.events_until("status") == ["authenticated", "status"]
+    session.ws.send("40/marketplace," + json.dumps({"token": company.token}))  # refused: already connected
+    session.ws.send('42/marketplace,["subscribeAll",{}]')
+    assert session.events_until("error") == ["connect_error", "error"]
+    session.ws.close()
 
 
 @pytest.mark.parametrize("frame", [

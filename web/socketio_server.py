@@ -19,6 +19,7 @@ import logging
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -285,6 +286,16 @@ class _Transport:
         self._rooms.join(self._sid, company_id)
 
 
+@dataclass
+class _Connected:
+    """A client of the namespace: its live-protocol side, its session, and the handshake data its welcome
+    (``authenticated`` + ``status`` once CONNECT is out) is still to use, if it brought a token."""
+
+    client: LiveClient
+    session: _Session
+    welcome: dict[str, Any] | None
+
+
 class _Marketplace(socketio.Namespace):
     """The ``/marketplace`` namespace: every event goes to the live protocol inside an app context."""
 
@@ -294,7 +305,7 @@ class _Marketplace(socketio.Namespace):
         self._sio = server
         self._rooms = rooms
         self._lock = threading.Lock()
-        self._clients: dict[str, tuple[LiveClient, _Session, dict[str, Any]]] = {}
+        self._clients: dict[str, _Connected] = {}
 
     def trigger_event(self, event: str, *args: Any) -> Any:
         """Route ``connect``, ``disconnect`` and every client event (documented as overridable)."""
@@ -308,7 +319,7 @@ class _Marketplace(socketio.Namespace):
             with self._lock:
                 found = self._clients.get(sid)
             if found is not None:
-                live_protocol.receive(found[0], event, payload[0] if payload else None)
+                live_protocol.receive(found.client, event, payload[0] if payload else None)
             return None
 
     def _connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> bool:
@@ -326,18 +337,21 @@ class _Marketplace(socketio.Namespace):
             raise socketio.exceptions.ConnectionRefusedError(*([message, data] if data else [message])) from None
         session = _Session(self._sio, self._sio.manager.eio_sid_from_sid(sid, NAMESPACE))
         with self._lock:
-            self._clients[sid] = (client, session, auth)
+            self._clients[sid] = _Connected(client, session, auth if client.handshake_token else None)
         WEBSOCKET_CONNECTIONS.inc()
         shutdown.register(session)  # a stopping worker ends the session so the client reconnects elsewhere
         return True
 
     def connected(self, sid: str) -> None:
-        """The client has its CONNECT: authenticate it with its handshake token, if it came with one."""
+        """The client has its CONNECT: authenticate it with its handshake token, once (a CONNECT sent again
+        is refused by python-socketio, and must not be a way to uncounted snapshots)."""
         with self._lock:
             found = self._clients.get(sid)
-        if found is not None and found[0].handshake_token:
-            with self._app.app_context():
-                live_protocol.welcome(found[0], found[2])
+            if found is None or found.welcome is None:
+                return
+            welcome, found.welcome = found.welcome, None
+        with self._app.app_context():
+            live_protocol.welcome(found.client, welcome)
 
     def _disconnect(self, sid: str) -> None:
         with self._lock:
@@ -345,7 +359,7 @@ class _Marketplace(socketio.Namespace):
         if found is None:
             return
         self._rooms.leave(sid)
-        shutdown.unregister(found[1])
+        shutdown.unregister(found.session)
         WEBSOCKET_CONNECTIONS.dec()
 
 
