@@ -139,15 +139,20 @@ def _dispatch(client: LiveClient, event: object, data: object) -> None:
     action(client, client.company_id, data)
 
 
-def receive(client: LiveClient, event: object, data: object) -> None:
-    """Answer one client event; refusals (bad token, limits, validation) become ``error`` events."""
+def _answer(client: LiveClient, action: Callable[[], None]) -> None:
+    """Run one client request; refusals (bad token, limits, validation) become ``error`` events."""
     try:
-        _dispatch(client, event, data)
+        action()
     except ServiceError as exc:
         db.session.rollback()
         client.send("error", error_data(exc))
     finally:
         db.session.remove()
+
+
+def receive(client: LiveClient, event: object, data: object) -> None:
+    """Answer one client event."""
+    _answer(client, lambda: _dispatch(client, event, data))
 
 
 def check_handshake(client: LiveClient, data: dict[str, Any] | None = None) -> None:
@@ -158,11 +163,5 @@ def check_handshake(client: LiveClient, data: dict[str, Any] | None = None) -> N
 
 
 def welcome(client: LiveClient, data: dict[str, Any] | None = None) -> None:
-    """Authenticate a client whose handshake token ``check_handshake`` accepted (as ``receive`` does, uncounted)."""
-    try:
-        authenticate(client, data or {})
-    except ServiceError as exc:
-        db.session.rollback()
-        client.send("error", error_data(exc))
-    finally:
-        db.session.remove()
+    """Authenticate a client whose handshake token ``check_handshake`` accepted (uncounted: it was)."""
+    _answer(client, lambda: authenticate(client, data or {}))
