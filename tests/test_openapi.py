@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
 from openapi_spec_validator import validate
 
+from services.platform.ids import MAX_BIG_ID, MAX_ID
+from services.webhooks.admin import MAX_LIST
 from web.marketplace.openapi import openapi_document
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
@@ -69,3 +73,48 @@ def test_the_live_protocol_is_described_as_the_code_has_it(app):
         events["server-to-client"])
     assert document["x-socketio"]["namespace"] == socketio_server.NAMESPACE
     assert document["x-websocket"]["path"] in {rule.rule for rule in app.url_map.iter_rules()}
+
+
+# Names of ids in parameters and request bodies: ``companyId``, ``company_id``, ``ids``, ``salon_ids[]``,
+# and the connect page's ``company`` and ``salon``.
+ID_NAME = re.compile(r"(Id|_id|^ids|_ids\[\]|^company|^salon)$")
+ID_SCHEMA, YCLIENTS_ID_SCHEMA = {"$ref": "#/components/schemas/Id"}, {"$ref": "#/components/schemas/YClientsId"}
+
+
+def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        *_, section, name = node["$ref"].split("/")
+        node = document["components"][section][name]
+    return node
+
+
+def _inputs(document: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(name, schema) of every parameter and every request-body property, as written."""
+    for item in document["paths"].values():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []):
+                parameter = _resolve(document, parameter)
+                yield parameter["name"], parameter["schema"]
+            for media in operation.get("requestBody", {}).get("content", {}).values():
+                yield from _resolve(document, media["schema"]).get("properties", {}).items()
+
+
+def test_ids_carry_the_id_parsers_bounds():
+    document = openapi_document()
+    schemas = document["components"]["schemas"]
+    assert (schemas["Id"]["minimum"], schemas["Id"]["maximum"]) == (1, MAX_ID)
+    assert (schemas["YClientsId"]["minimum"], schemas["YClientsId"]["maximum"]) == (1, MAX_BIG_ID)
+    ids = [(name, schema) for name, schema in _inputs(document) if ID_NAME.search(name)]
+    assert len(ids) >= 10
+    for name, schema in ids:
+        schema = schema.get("items", schema)
+        # YClients' ids (salons) are BIGINT columns; ours are INTEGER keys.
+        assert schema == (YCLIENTS_ID_SCHEMA if name.startswith("salon") else ID_SCHEMA), name
+
+
+def test_the_inbox_tools_document_the_list_bound_they_enforce():
+    admin = openapi_document()["paths"]["/marketplace/admin/webhooks"]
+    limit = next(p for p in admin["get"]["parameters"] if p["name"] == "limit")
+    assert limit["schema"]["maximum"] == MAX_LIST
+    replay = openapi_document()["paths"]["/marketplace/admin/webhooks/replay"]["post"]
+    assert replay["requestBody"]["content"]["application/json"]["schema"]["properties"]["ids"]["maxItems"] == MAX_LIST
