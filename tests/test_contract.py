@@ -64,11 +64,21 @@ ST = Path(sys.executable).with_name("st")
 WEBHOOK = re.compile(r"/marketplace/webhook/(\d+|yclients)$")
 
 
+# Readiness may say "not ready" (its documented 503) when the shared worker is slow to answer its ping
+# on a busy machine: that is the probe working, not the service failing.
+CONFIG = """
+[[operations]]
+include-path = "/marketplace/health"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", 503]
+"""
+
+
 def _fuzz(base_url: str, run_dir: Path, name: str, headers: dict[str, str]) -> list[dict[str, Any]]:
     """Run the fuzzer; the HAR entries of every request it made."""
-    har = run_dir / f"schemathesis-{name}.har"
+    har, config = run_dir / f"schemathesis-{name}.har", run_dir / "schemathesis.toml"
+    config.write_text(CONFIG)
     command = [
-        str(ST), "run", f"{base_url}/marketplace/openapi.json", "--url", base_url,
+        str(ST), "--config-file", str(config), "run", f"{base_url}/marketplace/openapi.json", "--url", base_url,
         "--phases", "examples,coverage,fuzzing", "--checks", ",".join(USED_CHECKS),
         "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--generation-database", "none",
         "--request-timeout", "30", "--workers", "2", "--continue-on-failure", "--no-color",
