@@ -139,19 +139,29 @@ def http_latency(url: str, samples: int = 60) -> tuple[list[float], int]:
     return times, failures
 
 
+def proc_stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: state, parent pid, …"""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_cpu_seconds(pid: int | str) -> float:
+    """User + system CPU time so far of one process."""
+    fields = proc_stat(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds() -> dict[str, float]:
     """User + system CPU time so far of every process of each component on this machine."""
     totals = dict.fromkeys(COMPONENTS, 0.0)
-    tick = os.sysconf("SC_CLK_TCK")
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            used = process_cpu_seconds(pid)
         except OSError:
             continue
         for name, marker in COMPONENTS.items():
             if marker in command:
-                totals[name] += (int(fields[11]) + int(fields[12])) / tick
+                totals[name] += used
                 break
     return totals
 
