@@ -1,8 +1,9 @@
 """``make run``: migrate, then start web, worker, beat and Flower; Ctrl-C stops them all.
 
-With no ``REDIS_URL`` in the environment an embedded Redis-protocol server is started here and
-every process talks to it over ``redis://``; with no ``DATABASE_URL`` a SQLite file under
-``var/`` is used. Secrets that development needs are generated once and kept under ``var/``.
+With no ``REDIS_URL`` in the environment an embedded Redis server (devstack/redis_server.py) is
+started first and stopped last, and every process talks to it over ``redis://``; with no
+``DATABASE_URL`` a SQLite file under ``var/`` is used. Secrets that development needs are
+generated once and kept under ``var/``.
 """
 
 from __future__ import annotations
@@ -112,9 +113,20 @@ def _stop(processes: dict[str, subprocess.Popen[bytes]]) -> None:
 def main() -> int:
     """Start the whole embedded stack and supervise it until Ctrl-C."""
     VAR.mkdir(exist_ok=True)
-    embedded: EmbeddedRedis | None = None
-    if not os.environ.get("REDIS_URL"):
-        embedded = EmbeddedRedis(port=int(os.environ.get("EMBEDDED_REDIS_PORT", "6390"))).start()
+    if os.environ.get("REDIS_URL"):
+        return _run(None)
+    port = int(os.environ.get("EMBEDDED_REDIS_PORT", "6390"))
+    # The server's folder under var/ keeps its log (redis.log) for a look after the fact.
+    embedded = EmbeddedRedis(port=port, data_dir=VAR / f"redis-{port}").start()
+    try:
+        return _run(embedded)
+    finally:
+        # Last: the worker's warm shutdown still acknowledges tasks through it.
+        embedded.stop()
+
+
+def _run(embedded: EmbeddedRedis | None) -> int:
+    """Migrate, start every process and supervise them until Ctrl-C or until one exits."""
     env = _environment(embedded.url if embedded else None)
     os.environ.update(env)
     settings = load_settings()
@@ -166,8 +178,6 @@ def main() -> int:
     finally:
         print("stopping…", file=sys.stderr, flush=True)
         _stop(processes)
-        if embedded is not None:
-            embedded.stop()
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Test infrastructure: real PostgreSQL/Redis when reachable (else SQLite/embedded fakeredis),
+"""Test infrastructure: real PostgreSQL/Redis when reachable (else SQLite/the embedded Redis),
 and real service processes (Celery worker, gunicorn) started as subprocesses."""
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def detect_backends(tmp_dir: Path) -> Backends:
         server = EmbeddedRedis().start()
         cleanup.append(server.stop)
         redis_url = server.url
-        description.append(f"redis: Redis {why} -> falling back to embedded fakeredis at {redis_url}")
+        description.append(f"redis: Redis {why} -> falling back to the embedded Redis (Valkey) at {redis_url}")
 
     namespace = f"t{run_id}"
 
