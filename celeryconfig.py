@@ -52,6 +52,8 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "task_soft_time_limit": 240,
         "worker_hijack_root_logger": False,
         "timezone": "UTC",
+        # Every task here is declared with ignore_result: nothing reads a scheduled task's result, and
+        # storing one is Redis work around the clock (tests/test_jobs.py keeps it so).
         "beat_schedule": {
             "beat-heartbeat": {"task": Job.BEAT_HEARTBEAT, "schedule": timedelta(seconds=15)},
             "webhooks-sweep": {"task": Job.WEBHOOKS_SWEEP, "schedule": timedelta(seconds=5)},

@@ -18,6 +18,9 @@ if os.environ.get("APP_ENV") == "production" and ":" not in os.environ.get("FLOW
     raise SystemExit("configuration error: FLOWER_BASIC_AUTH (user:password) must be set for Flower in production")
 
 purge_offline_workers = 60
+# Workers send events by configuration (celeryconfig.py): Flower need not broadcast enable_events to
+# them every 5 s, which it does by default (docs/BENCHMARKS.md, "Idle `make run`").
+enable_events = False
 
 if not getattr(monitor.Metrics.get, "__wrapped__", None):
     monitor.Metrics.get = tornado.web.authenticated(monitor.Metrics.get)

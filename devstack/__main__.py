@@ -65,9 +65,11 @@ def _commands(env: dict[str, str]) -> dict[str, list[str]]:
     settings = load_settings(**{k.lower(): v for k, v in env.items() if k in ("REDIS_URL", "DATABASE_URL")})
     return {
         "web": [str(bin_dir / "gunicorn"), "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:app"],
+        # One worker: nobody to gossip or mingle with (gossip would also read every worker event).
         "worker": [
             str(bin_dir / "celery"), "-A", "wsgi:celery_app", "worker", "--loglevel", "INFO",
             "--concurrency", str(settings.celery_worker_concurrency), "--hostname", "worker@%h",
+            "--without-gossip", "--without-mingle",
         ],
         "beat": [
             str(bin_dir / "celery"), "-A", "wsgi:celery_app", "beat", "--loglevel", "INFO",

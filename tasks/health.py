@@ -17,7 +17,7 @@ def ping(nonce: str = "") -> dict[str, object]:
     return health.pong(nonce, worker=socket.gethostname())
 
 
-@shared_task(name=Job.BEAT_HEARTBEAT, acks_late=False, expires=60)
+@shared_task(name=Job.BEAT_HEARTBEAT, acks_late=False, expires=60, ignore_result=True)
 def beat_heartbeat() -> float:
     """Record that beat is scheduling (and a worker is running what it schedules)."""
     now = time.time()

@@ -35,13 +35,13 @@ def process_batch(event_ids: list[int]) -> dict[str, int]:
     return outcomes
 
 
-@shared_task(name=Job.WEBHOOKS_SWEEP, acks_late=False, expires=60)
+@shared_task(name=Job.WEBHOOKS_SWEEP, acks_late=False, expires=60, ignore_result=True)
 def sweep(received_older_than: float | None = None) -> int:
     """Enqueue events whose enqueue was lost, whose worker died, or whose retry time has come."""
     return len(admin.sweep(received_older_than))
 
 
-@shared_task(name=Job.WEBHOOKS_PRUNE_REJECTED, acks_late=False, expires=600)
+@shared_task(name=Job.WEBHOOKS_PRUNE_REJECTED, acks_late=False, expires=600, ignore_result=True)
 def prune_rejected() -> int:
     """Delete rejected deliveries older than ``WEBHOOK_REJECTED_RETENTION_HOURS``."""
     return rejections.prune()

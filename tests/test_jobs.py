@@ -19,6 +19,14 @@ def test_the_beat_schedule_and_the_simulator_use_registered_names(app):
     assert Job(ROTATE_TASK) is Job.WHATSAPP_SIMULATOR_ROTATE_QR
 
 
+def test_beat_sends_only_tasks_that_store_no_result(app):
+    """Nothing waits for a scheduled task's result; storing one is Redis work around the clock, idle or not."""
+    celery_app = app.extensions["celery"]
+    celery_app.loader.import_default_modules()
+    schedule = celery_app.conf.beat_schedule
+    assert [name for name, entry in schedule.items() if not celery_app.tasks[entry["task"]].ignore_result] == []
+
+
 def test_the_one_backoff_curve_doubles_caps_and_jitters():
     from services.platform.backoff import backoff
 
