@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 import requests
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from models import Company, CompanyEvent, db
 from tests.support import ROOT, wait_until
 from tests.whatsapp_stack import Stack, start_stack
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
 # 6 s, then 2 s, then 2 s: an attempt ends after 10 s.
 TIMINGS = {"SIMULATOR_QR_FIRST_TTL": "6", "SIMULATOR_QR_TTL": "2", "SIMULATOR_QR_COUNT": "3"}
 
@@ -29,14 +27,6 @@ def stack(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
     started = start_stack(make_app, backends, service_env, run_dir, web=True, **TIMINGS)
     yield started
     started.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
