@@ -1,4 +1,6 @@
-// The connect page: WebSocket first (/marketplace/ws), polling /status and /qr when the socket fails.
+// The connect page and the salon page's connection panel: WebSocket first (/marketplace/ws), polling
+// /status and /qr when the socket fails. On the salon page (data-autostart="false") a login attempt starts
+// only when the owner asks to relink; every frame is re-dispatched on the root as a "live" DOM event.
 (function () {
   "use strict";
   var root = document.getElementById("connect");
@@ -6,6 +8,7 @@
   var token = root.dataset.token;
   var companyId = Number(root.dataset.company);
   var qrLimit = Number(root.dataset.qrLimit) || 6;
+  var autostart = root.dataset.autostart !== "false";
   var base = "/marketplace";
 
   var REASONS = {
@@ -43,7 +46,7 @@
   }
 
   function show(section) {
-    ["link", "expired", "success"].forEach(function (id) { $(id).hidden = id !== section; });
+    ["idle", "link", "expired", "success"].forEach(function (id) { if ($(id)) $(id).hidden = id !== section; });
   }
 
   function countdown(timerName, seconds, render, done) {
@@ -102,6 +105,11 @@
     if (connected) return;
     clearInterval(qrTimer);
     var expired = reason === "qr_timeout";
+    if (!autostart && !expired) {  // the salon page: unlinked, by the owner or by WhatsApp; offer to relink
+      setState("idle", reason === "logged_out" ? "WhatsApp не подключен" : REASONS[reason] || REASONS.failed);
+      show("idle");
+      return;
+    }
     setState(expired ? "expired" : "failed", expired ? "Время ожидания истекло" : "Подключение не удалось");
     $("expired-text").textContent = REASONS[reason] || REASONS.failed;
     show("expired");
@@ -111,7 +119,12 @@
     qrCount = data.qr_count || qrCount;
     if (data.qr_limit) qrLimit = data.qr_limit;
     if (data.whatsapp_connected) { onConnected(data.whatsapp_phone); return; }
-    if (initial) { requestQr(); return; }
+    if (initial && autostart) { requestQr(); return; }
+    if (initial) {
+      if (data.session_status === "WORKING") setState("connecting", "Отключаем WhatsApp…");
+      else { setState("idle", "WhatsApp не подключен"); show("idle"); }
+      return;
+    }
     if (data.session_status === "FAILED" || (data.session_status === "STOPPED" && data.reason)) {
       onEnded(data.reason || "failed");
     } else if (data.session_status === "STARTING") {
@@ -196,10 +209,11 @@
         case "whatsapp.disconnected": onDisconnected(data); break;
         case "error": showError(data.message); break;
       }
+      root.dispatchEvent(new CustomEvent("live", { detail: frame }));
     };
     ws.onclose = function () {
       socketReady = false;
-      if (!connected) startPolling();
+      if (!connected && autostart) startPolling();
     };
   }
 
@@ -225,13 +239,16 @@
     }).catch(function () { showError("Нет связи с сервером."); }).then(function () { button.disabled = false; });
   });
 
-  $("restart").addEventListener("click", function () {
+  function restart() {
+    connected = false;
     $("qr-image").hidden = true;
     $("qr-placeholder").hidden = false;
     $("pairing-result").hidden = true;
     qrCount = 0;
     requestQr();
-  });
+  }
+  $("restart").addEventListener("click", restart);
+  if ($("relink")) $("relink").addEventListener("click", restart);
 
   var simulate = $("simulate-scan");
   if (simulate) {
@@ -244,5 +261,5 @@
     });
   }
 
-  if ("WebSocket" in window) openSocket(); else startPolling();
+  if ("WebSocket" in window) openSocket(); else if (autostart) startPolling();
 })();

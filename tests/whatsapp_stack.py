@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import requests
 from flask import Flask
 
 from tests.fakes.yclients import APPLICATION_ID, PARTNER_TOKEN, FakeYClients
@@ -111,3 +112,11 @@ def collect(app: Flask, company_id: int) -> tuple[list[dict[str, Any]], Callable
 def events_named(received: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     """The ``data`` of every received event called ``name``."""
     return [m["data"] for m in list(received) if m.get("event") == name]
+
+
+def register(stack: Stack, salon_id: int) -> dict[str, Any]:
+    """Register a salon on the stack's web with the admin key: the 201 body (``company_id``, ``connect_url`` …)."""
+    response = requests.post(f"{stack.base_url}/marketplace/register", json={"salon_id": salon_id},
+                             headers={"X-API-Key": stack.env["ADMIN_API_KEY"]}, timeout=10)
+    assert response.status_code == 201, response.text
+    return dict(response.json())

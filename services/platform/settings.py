@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     redis_namespace: str = Field("ycwa", pattern=r"^[A-Za-z0-9_.-]+$")
     secret_key: str = DEV_SECRET
     jwt_ttl_seconds: int = Field(24 * 3600, gt=0)
+    salon_session_ttl_seconds: int = Field(2 * 3600, ge=60)
     admin_api_key: str | None = None
     public_base_url: str = "http://localhost:3000"
     trusted_proxies: int = Field(0, ge=0)

@@ -288,6 +288,9 @@ def end_session(company_id: int, reason: str) -> str | None:
     changed = (row.status, row.failure_reason) != (SessionStatus.STOPPED, reason)
     row.status, row.failure_reason = SessionStatus.STOPPED, reason
     on_commit(lambda: qr.forget(company_id))
+    # The start guard of the attempt just ended must not hold back the next one (a relink right after).
+    starting = runtime.settings().key("whatsapp", "starting", company_id)
+    on_commit(lambda: runtime.redis().delete(starting))
     if changed:
         _publish(company_id, "whatsapp.disconnected", {"companyId": company_id, "reason": reason})
     return row.gateway_session

@@ -8,15 +8,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import requests
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from models import Company, CompanyEvent, db
 from tests.support import ROOT, wait_until
-from tests.whatsapp_stack import Stack, start_stack
+from tests.whatsapp_stack import Stack, register, start_stack
 
 # 6 s, then 2 s, then 2 s: an attempt ends after 10 s.
 TIMINGS = {"SIMULATOR_QR_FIRST_TTL": "6", "SIMULATOR_QR_TTL": "2", "SIMULATOR_QR_COUNT": "3"}
@@ -29,24 +27,6 @@ def stack(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
     started.stop()
 
 
-@pytest.fixture
-def page(browser: Browser, stack: Stack) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 390, "height": 844})  # a phone
-    opened = context.new_page()
-    yield opened
-    context.close()
-    with stack.app.app_context():
-        db.session.remove()
-    stack.clean()
-
-
-def _register(stack: Stack, salon_id: int) -> dict[str, Any]:
-    response = requests.post(f"{stack.base_url}/marketplace/register", json={"salon_id": salon_id},
-                             headers={"X-API-Key": stack.env["ADMIN_API_KEY"]}, timeout=10)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 def _qr_src(page: Page) -> str:
     image = page.locator("#qr-image")
     expect(image).to_be_visible(timeout=10_000)
@@ -56,7 +36,7 @@ def _qr_src(page: Page) -> str:
 
 
 def test_register_open_the_page_and_a_cli_scan_shows_success_within_two_seconds(stack, page, backends):
-    registered = _register(stack, 771001)
+    registered = register(stack, 771001)
     page.goto(stack.base_url + registered["connect_url"])
     _qr_src(page)
     expect(page.locator("#state")).to_have_attribute("data-state", "waiting")
@@ -88,7 +68,7 @@ def test_register_open_the_page_and_a_cli_scan_shows_success_within_two_seconds(
 
 
 def test_the_qr_rotates_then_expires_and_restart_brings_a_new_one(stack, page):
-    registered = _register(stack, 771002)
+    registered = register(stack, 771002)
     page.goto(stack.base_url + registered["connect_url"])
     first = _qr_src(page)
     page.wait_for_function("src => document.getElementById('qr-image').src !== src", arg=first, timeout=10_000)
@@ -102,7 +82,7 @@ def test_the_qr_rotates_then_expires_and_restart_brings_a_new_one(stack, page):
 
 
 def test_pairing_code_then_the_simulator_button_connects(stack, page):
-    registered = _register(stack, 771003)
+    registered = register(stack, 771003)
     page.goto(stack.base_url + registered["connect_url"])
     _qr_src(page)
     page.click("#tab-phone")
@@ -116,7 +96,7 @@ def test_pairing_code_then_the_simulator_button_connects(stack, page):
 
 
 def test_polling_takes_over_when_the_socket_cannot_connect(stack, page):
-    registered = _register(stack, 771004)
+    registered = register(stack, 771004)
     page.route_web_socket(re.compile(r".*/marketplace/ws$"), lambda ws: ws.close())
     page.goto(stack.base_url + registered["connect_url"])
     _qr_src(page)
@@ -125,7 +105,7 @@ def test_polling_takes_over_when_the_socket_cannot_connect(stack, page):
 
 
 def test_a_bad_token_shows_the_401_page(stack, page):
-    registered = _register(stack, 771005)
+    registered = register(stack, 771005)
     response = page.goto(f"{stack.base_url}/marketplace/connect?token=forged&company={registered['company_id']}"
                          f"&salon=771005")
     assert response is not None and response.status == 401

@@ -16,6 +16,7 @@ from web.marketplace import (  # noqa: E402,F401
     openapi,
     pages,
     registration,
+    salon,
     webhooks,
     ws,
 )

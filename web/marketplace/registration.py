@@ -16,6 +16,7 @@ from web.bodies import json_object
 from web.errors import status_of
 from web.limits import public_limit
 from web.marketplace import bp
+from web.marketplace.salon import signed_in_redirect
 
 
 @bp.post("/register")
@@ -35,7 +36,8 @@ def register() -> tuple[dict[str, Any], int]:
 @bp.get("/install")
 @public_limit
 def install_redirect() -> Response | tuple[str, int]:
-    """Verify YClients' signed redirect, register or re-attach the salon, send the owner to its connect page."""
+    """Verify YClients' signed redirect, register or re-attach the salon, send the owner to its connect page —
+    or, once WhatsApp is linked, signed in to the salon page."""
     try:
         user = install_signature.verify_user_data(request.args.get("user_data"), request.args.get("user_data_sign"))
         salon_value = request.args.get("salon_id") or next(iter(request.args.getlist("salon_ids[]")), None)
@@ -45,4 +47,6 @@ def install_redirect() -> Response | tuple[str, int]:
         db.session.rollback()
         return render_template("install_error.html", message=exc.message), status_of(exc)
     db.session.commit()
+    if result.company.whatsapp_connected:
+        return signed_in_redirect(result.company.id)
     return redirect(result.connect_url, code=302)

@@ -1,0 +1,120 @@
+"""The salon page in headless Chromium against gunicorn + a worker: sign-in from YClients' signed redirect,
+another company's page refused, disconnect and relink; the landing, connect and salon pages pass axe-core
+and do not scroll sideways at phone and desktop widths."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from playwright.sync_api import Page, expect
+
+from services.access import salon_sessions
+from tests.e2e.page_checks import check_page
+from tests.fakes.yclients import signed_user_data
+from tests.support import wait_until
+from tests.whatsapp_stack import Stack, register, start_stack
+
+OWNER = {"id": 5101, "name": "Ирина", "phone": "79005550101", "email": "irina@example.com", "is_approved": True,
+         "avatar": "", "salon_name": "Студия Ирины"}
+STRANGER = {**OWNER, "id": 5102, "name": "Чужой", "salon_name": "Чужой салон"}
+
+
+@pytest.fixture(scope="module")
+def stack(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
+    started = start_stack(make_app, backends, service_env, run_dir, web=True)
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def shots(run_dir: Path) -> Path:
+    folder = run_dir / "screenshots"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def _linked(stack: Stack, salon_id: int, phone: str) -> dict[str, Any]:
+    """A registered salon whose WhatsApp the simulator linked."""
+    registered = register(stack, salon_id)
+    token = registered["connect_url"].split("token=")[1].split("&")[0]
+    shown = requests.get(f"{stack.base_url}/marketplace/qr/{token}", timeout=30)  # starts the login attempt
+    assert shown.status_code == 200, shown.text
+    scanned = requests.post(f"{stack.base_url}/marketplace/simulator/scan/{token}", json={"phone": phone},
+                            timeout=10)
+    assert scanned.status_code == 200, scanned.text
+    status_url = f"{stack.base_url}/marketplace/status/{registered['company_id']}?token={token}"
+    wait_until(lambda: requests.get(status_url, timeout=10).json().get("whatsapp_connected"), timeout=15)
+    return registered
+
+
+def _install_url(stack: Stack, salon_id: int, user: dict[str, Any]) -> str:
+    user_data, sign = signed_user_data(user)
+    query = urlencode({"salon_id": salon_id, "user_data": user_data, "user_data_sign": sign})
+    return f"{stack.base_url}/marketplace/install?{query}"
+
+
+def _sign_in(page: Page, stack: Stack, salon_id: int) -> None:
+    page.goto(_install_url(stack, salon_id, OWNER))
+    expect(page).to_have_url(f"{stack.base_url}/marketplace/salon")
+
+
+def test_the_signed_redirect_signs_in_with_an_httponly_cookie_and_the_page_passes_axe(stack, page, shots):
+    _linked(stack, 772001, "+79001230001")
+    _sign_in(page, stack, 772001)
+    expect(page.locator("#connected-phone")).to_have_text("+79001230001")
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+    cookie = next(c for c in page.context.cookies() if c["name"] == salon_sessions.COOKIE)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and cookie["path"] == "/marketplace/salon"
+    assert page.evaluate("() => document.cookie") == ""
+    check_page(page, "salon", shots)
+    page.click("text=Выйти")
+    expect(page.locator("h1")).to_have_text("Вы вышли со страницы салона")
+    page.goto(f"{stack.base_url}/marketplace/salon")
+    expect(page.locator("h1")).to_have_text("Нужно войти")
+
+
+def test_another_companys_page_is_refused(stack, page):
+    _linked(stack, 772002, "+79001230002")
+    stack.yclients.install(772003)
+    other = requests.get(_install_url(stack, 772003, STRANGER), allow_redirects=False, timeout=10)
+    assert other.status_code == 302, other.text  # a salon of another YClients user
+    _sign_in(page, stack, 772002)
+    refused = page.goto(_install_url(stack, 772003, OWNER))
+    assert refused is not None and refused.status == 403
+    forged = page.goto(f"{stack.base_url}/marketplace/salon?token=forged")
+    assert forged is not None and forged.status == 401
+    page.goto(f"{stack.base_url}/marketplace/salon")
+    expect(page.locator("#connected-phone")).to_have_text("+79001230002")
+    expect(page.locator("h1")).not_to_have_text("Чужой салон")
+
+
+def test_disconnect_with_confirmation_then_relink_in_place(stack, page):
+    _linked(stack, 772004, "+79001230004")
+    _sign_in(page, stack, 772004)
+    expect(page.locator("#disconnect-confirm")).to_be_hidden()
+    page.click("#disconnect summary")
+    page.click("#disconnect-confirm")
+    expect(page.locator("#state")).to_have_attribute("data-state", "idle", timeout=10_000)
+    relink = page.locator("#relink")
+    expect(relink).to_be_visible()
+    relink.click()
+    image = page.locator("#qr-image")
+    expect(image).to_be_visible(timeout=10_000)
+    assert (image.get_attribute("src") or "").startswith("data:image/png;base64,")
+    page.click("#simulate-scan")
+    expect(page.locator("#success")).to_be_visible(timeout=5_000)
+    expect(page.locator("#state")).to_have_attribute("data-state", "connected")
+
+
+def test_the_landing_and_connect_pages_pass_axe_at_both_widths(stack, page, shots):
+    page.goto(f"{stack.base_url}/marketplace/")
+    check_page(page, "landing", shots)
+    registered = register(stack, 772005)
+    page.goto(stack.base_url + registered["connect_url"])
+    expect(page.locator("#qr-image")).to_be_visible(timeout=10_000)
+    check_page(page, "connect", shots)
