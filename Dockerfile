@@ -6,7 +6,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl && rm -rf 
 COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY . .
-RUN useradd --create-home --uid 1000 app && mkdir -p /app/var && chown -R app /app/var
+RUN useradd --create-home --uid 1000 app && mkdir -p /app/var/spool && chown -R app /app/var
 USER app
 EXPOSE 3000
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]

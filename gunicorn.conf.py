@@ -45,9 +45,16 @@ def _close_websockets(worker):
 
 
 def post_worker_init(worker):
-    """On SIGTERM start the graceful drain as usual, and close the WebSockets that would hold it."""
+    """Drain the webhook spool a previous process may have left; on SIGTERM start the graceful drain as
+    usual, and close the WebSockets that would hold it."""
     import signal
     import threading
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        from web.marketplace.webhooks import inbox_writer
+
+        inbox_writer(app).start()
 
     drain = signal.getsignal(signal.SIGTERM)
 

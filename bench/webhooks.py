@@ -110,12 +110,12 @@ def _add_step_routes(app: Flask) -> None:
     from web.marketplace.webhooks import read_body
 
     class StoresNothing(writer.InboxWriter):
-        def _write(self, batch: list[Any]) -> list[int]:
+        def _write(self, batch: list[Any], conn: Any, counter: Any = None) -> list[int]:
             return []
 
     class ParsesOnly(writer.InboxWriter):
-        def _write(self, batch: list[Any]) -> list[int]:
-            companies = self._companies(batch, self._connection())
+        def _write(self, batch: list[Any], conn: Any, counter: Any = None) -> list[int]:
+            companies = self._companies(batch, conn)
             for item in batch:
                 writer._values(item, companies)
             return []

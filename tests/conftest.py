@@ -98,7 +98,7 @@ def fake_yclients() -> Iterator[FakeYClients]:
 
 
 @pytest.fixture(scope="session")
-def service_env(backends: Backends, fake_yclients: FakeYClients) -> dict[str, str]:
+def service_env(backends: Backends, fake_yclients: FakeYClients, run_dir: Path) -> dict[str, str]:
     """Environment shared by the test app and every service subprocess (extend it in fixtures)."""
     return {
         "YCLIENTS_API_URL": fake_yclients.url,
@@ -117,6 +117,7 @@ def service_env(backends: Backends, fake_yclients: FakeYClients) -> dict[str, st
         "RATELIMIT_ENABLED": "false",
         "ADMIN_API_KEY": "sk_test_admin_key_0123456789abcdefghijklmnop",
         "CELERY_VISIBILITY_TIMEOUT": "30",
+        "WEBHOOK_SPOOL_DIR": str(run_dir / "spool"),
         "PROMETHEUS_MULTIPROC_DIR": os.environ["PROMETHEUS_MULTIPROC_DIR"],
     }
 

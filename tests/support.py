@@ -29,6 +29,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def post(base: str, path: str, body: bytes, headers: dict[str, str] | None = None,
+         chunked: bool = False) -> tuple[int, Any]:
+    """POST ``body`` as JSON to a live server: (status, decoded JSON body or None)."""
+    import http.client
+    import json
+    import urllib.parse
+
+    url = urllib.parse.urlsplit(base)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=20)
+    try:
+        payload: Any = iter([body[i:i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
+        conn.request("POST", path, body=payload, headers={"Content-Type": "application/json", **(headers or {})},
+                     encode_chunked=chunked)
+        response = conn.getresponse()
+        raw = response.read()
+        return response.status, json.loads(raw) if raw else None
+    finally:
+        conn.close()
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout

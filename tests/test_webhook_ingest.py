@@ -199,7 +199,9 @@ def test_webhook_is_never_rate_limited(quiet_app, company_factory):
     assert statuses == {200}
 
 
-def test_storage_failure_still_answers_200_and_is_counted(client, company_factory, backends):
+def test_a_delivery_the_database_refuses_is_answered_503_so_it_is_sent_again(client, company_factory, backends):
+    # Not an unreachable database (that one goes to the spool, tests/test_fault_postgres.py): acknowledging
+    # it would lose it, so YClients is told to retry.
     made = company_factory()
     before = _count("yclients", "store_failed") + _count("reference", "store_failed")
     db.session.execute(text("ALTER TABLE webhook_events RENAME TO webhook_events_moved"))
@@ -210,7 +212,8 @@ def test_storage_failure_still_answers_200_and_is_counted(client, company_factor
         db.session.rollback()
         db.session.execute(text("ALTER TABLE webhook_events_moved RENAME TO webhook_events"))
         db.session.commit()
-    assert response.status_code == 200 and response.get_json() == OK
+    assert response.status_code == 503 and response.get_json()["success"] is False
+    assert response.headers["Retry-After"] == "30"
     assert _count("yclients", "store_failed") + _count("reference", "store_failed") - before == 1
     assert _events() == []
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
-import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -20,22 +18,8 @@ from sqlalchemy import select, text
 from models import Booking, EventStatus, WebhookEvent, db
 from services.webhooks import admin
 from tests.support import ServiceProcess, free_port, wait_until
+from tests.support import post as _post
 from web.marketplace.webhooks import inbox_writer
-
-
-def _post(base: str, path: str, body: bytes, headers: dict[str, str] | None = None,
-          chunked: bool = False) -> tuple[int, Any]:
-    url = urllib.parse.urlsplit(base)
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
-    try:
-        payload: Any = iter([body[i:i + 65536] for i in range(0, len(body), 65536)]) if chunked else body
-        conn.request("POST", path, body=payload, headers={"Content-Type": "application/json", **(headers or {})},
-                     encode_chunked=chunked)
-        response = conn.getresponse()
-        raw = response.read()
-        return response.status, json.loads(raw) if raw else None
-    finally:
-        conn.close()
 
 
 def _path(made: Any) -> str:

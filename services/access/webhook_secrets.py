@@ -38,6 +38,22 @@ def verify_webhook_secret(company: HasWebhookSecret, presented: str | None) -> b
     return hmac.compare_digest(expected.encode(), presented.encode())
 
 
+def presented_digest(presented: str | None) -> str | None:
+    """A keyed digest of a presented secret, for keeping a delivery without its working URL (the spool)."""
+    if not presented:
+        return None
+    key = runtime.settings().secret_key.encode()
+    return hmac.new(key, b"presented-webhook-secret:" + presented.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_webhook_secret_digest(company: HasWebhookSecret, digest: str | None) -> bool:
+    """``verify_webhook_secret`` for a secret kept only as its ``presented_digest``."""
+    expected = presented_digest(webhook_secret(company))
+    if not expected or not digest:
+        return False
+    return hmac.compare_digest(expected.encode(), digest.encode())
+
+
 def is_revoked(company: HasWebhookSecret) -> bool:
     """True while no secret is valid (after an uninstall, until the next rotation)."""
     return company.webhook_secret_generation is None or company.webhook_secret_generation <= 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from datetime import datetime
 
@@ -56,7 +57,12 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 WEBHOOKS_RECEIVED = Counter(
-    "ycwa_webhooks_received_total", "Webhook deliveries by source and outcome (accepted, duplicate, rejected)",
+    "ycwa_webhooks_received_total",
+    "Webhook deliveries by source and outcome (accepted, duplicate, rejected, spooled, store_failed)",
+    ["source", "outcome"],
+)
+WEBHOOK_SPOOL_DRAINED = Counter(
+    "ycwa_webhook_spool_drained_total", "Spooled webhook deliveries moved into the inbox, by source and outcome",
     ["source", "outcome"],
 )
 TASKS = Counter(
@@ -129,6 +135,29 @@ class RejectedSendersCollector(Collector):
         yield top
 
 
+class SpoolCollector(Collector):
+    """What waits in this host's webhook spool for the database (needs an app context; 0s when empty)."""
+
+    def collect(self) -> Iterator[Metric]:
+        from flask import current_app
+
+        from services.webhooks.writer import INBOX_WRITER  # the writer counts with this module's metrics
+
+        writer = current_app.extensions.get(INBOX_WRITER)
+        if writer is None:
+            return
+        try:
+            stats = writer.spool.stats()
+        except Exception:  # an unreadable spool file: the scrape still answers, without these series
+            return
+        yield GaugeMetricFamily("ycwa_webhook_spool_deliveries", "Webhook deliveries waiting in the local spool",
+                                value=stats.deliveries)
+        yield GaugeMetricFamily("ycwa_webhook_spool_bytes", "Size of the webhook spool's rows", value=stats.bytes)
+        age = 0.0 if stats.oldest_received_at is None else max(0.0, time.time() - stats.oldest_received_at)
+        yield GaugeMetricFamily("ycwa_webhook_spool_oldest_age_seconds",
+                                "Age of the oldest delivery in the webhook spool (0 when empty)", value=age)
+
+
 def _age_seconds(now: datetime, first: datetime | None) -> float:
     if first is None:
         return 0.0
@@ -154,6 +183,7 @@ def exposition() -> tuple[bytes, str]:
         registry.register(_ThisProcess())
     registry.register(InboxBacklogCollector())
     registry.register(RejectedSendersCollector())
+    registry.register(SpoolCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 

@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     webhook_processing_timeout_seconds: float = Field(360.0, gt=0)
     webhook_sweep_after_seconds: float = Field(10.0, ge=0)
     webhook_rejected_retention_hours: float = Field(72.0, gt=0)
+    # Deliveries the database cannot take wait in an SQLite file here (services/webhooks/spool.py): a volume.
+    webhook_spool_dir: str = "var/spool"
+    webhook_spool_max_bytes: int = Field(512 * 1024 * 1024, gt=0)
 
     celery_visibility_timeout: int = Field(3600, gt=0)
     celery_worker_concurrency: int = Field(2, ge=1)

@@ -10,10 +10,14 @@ logged and counted, never raised: the sender always gets its 200.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg2
+from prometheus_client import Counter
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -32,6 +36,7 @@ class Outcome:
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     REJECTED = "rejected"
+    SPOOLED = "spooled"
     STORE_FAILED = "store_failed"
 
 
@@ -42,6 +47,14 @@ class Received:
     outcome: str
     event_id: int | None = None
     reason: str | None = None
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True for a failure of the database itself (unreachable, restarting, locked), not of a row it refused."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, psycopg2.OperationalError,
+                            psycopg2.InterfaceError, sqlite3.OperationalError))
 
 
 def insert_event(**values: Any) -> int | None:
@@ -77,16 +90,20 @@ def rejected_values(
     }
 
 
-def store(values: dict[str, Any], *, enqueue_after: bool) -> Received:
-    """Insert one delivery, commit, optionally enqueue; storage failures are logged, not raised."""
+def store(values: dict[str, Any], *, enqueue_after: bool, counter: Counter = WEBHOOKS_RECEIVED,
+          raise_unavailable: bool = False) -> Received:
+    """Insert one delivery, commit, optionally enqueue; storage failures are logged, not raised (but an
+    unreachable database is, with ``raise_unavailable``: the caller keeps the delivery elsewhere)."""
     rejected = values.get("status") == EventStatus.REJECTED
     try:
         event_id = insert_event(**values)
         db.session.commit()
-    except Exception:
+    except Exception as exc:
         db.session.rollback()
+        if raise_unavailable and database_unavailable(exc):
+            raise
         log.exception("webhook delivery could not be stored (source=%s)", values.get("source"))
-        WEBHOOKS_RECEIVED.labels(values.get("source", "unknown"), Outcome.STORE_FAILED).inc()
+        counter.labels(values.get("source", "unknown"), Outcome.STORE_FAILED).inc()
         return Received(Outcome.STORE_FAILED)
     if rejected:
         outcome = Outcome.REJECTED
@@ -96,5 +113,5 @@ def store(values: dict[str, Any], *, enqueue_after: bool) -> Received:
         outcome = Outcome.ACCEPTED
         if enqueue_after:
             try_enqueue(Job.WEBHOOKS_PROCESS, event_id)
-    WEBHOOKS_RECEIVED.labels(values["source"], outcome).inc()
+    counter.labels(values["source"], outcome).inc()
     return Received(outcome, event_id, values.get("reject_reason"))

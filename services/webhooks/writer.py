@@ -8,6 +8,12 @@ multi-row ``INSERT … ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key,
 it runs. A second thread sends one ``webhooks.process_batch`` message for the events the batches of
 the last 200 ms accepted. If the batch statement fails (a row the database refuses), the batch is
 written again one delivery at a time so one bad delivery cannot take the others with it.
+
+When the database cannot be reached the batch goes to the local spool (``services.webhooks.spool``)
+and is acknowledged from there; a third thread drains the spool into the inbox once the database is
+back. While the spool holds deliveries, new ones queue behind them in it, so the inbox receives them
+in the order they arrived. A delivery neither stored nor spooled (the spool full) counts as
+``store_failed`` and the sender is told to retry.
 """
 
 from __future__ import annotations
@@ -17,9 +23,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
+from prometheus_client import Counter
 from psycopg2.extras import Json, execute_values
 from sqlalchemy import Connection, select
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -28,10 +36,11 @@ from models import Company, EventSource, EventStatus, db, utcnow
 from services.access import webhook_secrets
 from services.platform.ids import MAX_ID
 from services.platform.jobs import Job, try_enqueue
-from services.platform.metrics import WEBHOOKS_RECEIVED
+from services.platform.metrics import WEBHOOK_SPOOL_DRAINED, WEBHOOKS_RECEIVED
 from services.webhooks import EVENTS
-from services.webhooks.ingest import Outcome, Received, rejected_values, store
+from services.webhooks.ingest import Outcome, Received, database_unavailable, rejected_values, store
 from services.webhooks.parsing import Malformed, excerpt, parse_delivery
+from services.webhooks.spool import Spool, Spooled, spool_path
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,11 @@ COLUMNS = ("company_id", "source", "dedupe_key", "type", "payload", "status", "r
 PG_INSERT = (f"INSERT INTO {EVENTS.name} ({', '.join(COLUMNS)}) VALUES %s "
              "ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key, id")
 PG_COMPANIES = "SELECT id, salon_id, webhook_secret_generation FROM companies WHERE id = ANY(%s)"
+# The drainer looks at the spool this often when it has nothing to do (another process of the host may
+# have left deliveries in it), and retries this often while the database is still away.
+SPOOL_IDLE_CHECK_SECONDS = 30.0
+SPOOL_RETRY_SECONDS = (0.5, 5.0)
+
 
 
 @dataclass
@@ -56,6 +70,10 @@ class _Pending:
     secret: str | None
     body: bytes | None
     request_id: str | None
+    # A delivery drained from the spool: its secret kept as a digest, its arrival time and its spool key.
+    secret_digest: str | None = None
+    received_at: datetime | None = None
+    spool_token: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
     result: Received = field(default_factory=lambda: Received(Outcome.STORE_FAILED))
 
@@ -75,11 +93,18 @@ def _values(item: _Pending, companies: dict[int, _CompanyKey | None]) -> dict[st
         payload: dict[str, Any] = {"url_company_id": item.company_id}
         if item.body is not None:
             payload["excerpt"] = excerpt(item.body)
-        return rejected_values(owner, EventSource.YCLIENTS, reason, payload, item.request_id)
+        values = rejected_values(owner, EventSource.YCLIENTS, reason, payload, item.request_id)
+        if item.spool_token is not None:  # drained twice (a crash between inbox and spool), stored once
+            values["dedupe_key"] = f"rejected:spool:{item.spool_token}"
+        return values
 
     if company is None:
         return rejected("unknown company", None)
-    if not webhook_secrets.verify_webhook_secret(company, item.secret):
+    if item.spool_token is not None:
+        authentic = webhook_secrets.verify_webhook_secret_digest(company, item.secret_digest)
+    else:
+        authentic = webhook_secrets.verify_webhook_secret(company, item.secret)
+    if not authentic:
         return rejected("invalid webhook secret", company.id)
     if item.body is None:
         return rejected("body too large", company.id)
@@ -110,6 +135,27 @@ def _cursor(conn: Connection) -> Any:
     return driver.cursor()
 
 
+class _OwnConnection:
+    """One autocommit connection kept by one thread: a batch's INSERT is its own transaction, so storing
+    it is one round trip (no BEGIN, no COMMIT) and no pool checkout or ping per batch."""
+
+    def __init__(self) -> None:
+        self._conn: Connection | None = None
+
+    def get(self) -> Connection:
+        if self._conn is None:
+            self._conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return self._conn
+
+    def reset(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                log.warning("closing the inbox writer's connection failed", exc_info=True)
+            self._conn = None
+
+
 INBOX_WRITER = "inbox_writer"
 
 
@@ -119,26 +165,41 @@ def init_app(app: Flask) -> None:
     group_commit = settings.webhook_group_commit
     if group_commit is None:
         group_commit = not settings.database_url.startswith("sqlite")
-    app.extensions[INBOX_WRITER] = InboxWriter(app, group_commit=group_commit)
+    spool = Spool(spool_path(settings.webhook_spool_dir, settings.database_url), settings.webhook_spool_max_bytes)
+    app.extensions[INBOX_WRITER] = InboxWriter(app, group_commit=group_commit, spool=spool)
 
 
 class InboxWriter:
     """One per web process: a thread that stores deliveries in batches on behalf of request threads."""
 
-    def __init__(self, app: Flask, ack_timeout: float = 10.0, group_commit: bool = True) -> None:
+    def __init__(self, app: Flask, ack_timeout: float = 10.0, group_commit: bool = True,
+                 spool: Spool | None = None) -> None:
         self._app = app
         self._ack_timeout = ack_timeout
         self.group_commit = group_commit
+        settings = app.config["SETTINGS"]
+        self.spool = spool or Spool(spool_path(settings.webhook_spool_dir, settings.database_url),
+                                    settings.webhook_spool_max_bytes)
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._enqueuer: threading.Thread | None = None
-        self._conn: Connection | None = None
+        self._drainer: threading.Thread | None = None
+        self._conn = _OwnConnection()
+        self._drain_conn = _OwnConnection()
         self._accepted: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
+        # Set while the spool may hold deliveries (new ones then queue behind them); the wake-up of the drainer.
+        self._backlog = threading.Event()
+        self._drain_wake = threading.Event()
+
+    def start(self) -> None:
+        """Start the drainer at process start, so a restarted process drains what it left (gunicorn's hook)."""
+        self._ensure_drainer()
 
     def submit(self, company_id: int, secret: str | None, body: bytes | None, request_id: str | None) -> Received:
         """Store one delivery (waiting for its commit); a delivery not stored in time counts as failed."""
         item = _Pending(company_id, secret, body, request_id)
+        self._ensure_drainer()
         if not self.group_commit:
             self._write_one_by_one([item])
             return item.result
@@ -160,6 +221,16 @@ class InboxWriter:
             if not _alive(self._enqueuer):
                 self._enqueuer = threading.Thread(target=self._run_enqueuer, name="inbox-enqueuer", daemon=True)
                 self._enqueuer.start()
+
+    def _ensure_drainer(self) -> None:
+        if _alive(self._drainer):
+            return
+        with self._lock:
+            if not _alive(self._drainer):
+                if not self.spool.is_empty():  # left by an earlier process: they go first
+                    self._backlog.set()
+                self._drainer = threading.Thread(target=self._run_drainer, name="inbox-spool-drainer", daemon=True)
+                self._drainer.start()
 
     def _run_enqueuer(self) -> None:
         """Send ``webhooks.process_batch`` for what the writer stored, merging batches that queued up."""
@@ -185,33 +256,89 @@ class InboxWriter:
                 except queue.Empty:
                     break
             with self._app.app_context():
-                try:
-                    accepted = self._write(batch)
-                except Exception:
-                    log.exception("webhook batch of %s could not be stored as one", len(batch))
-                    self._reset_connection()
-                    accepted = []
-                    self._write_one_by_one(batch)
-                # Stored and committed: acknowledge first, then enqueue (a lost enqueue is swept up).
+                accepted = self._store_batch(batch)
+                # Stored (or spooled) and committed: acknowledge first, then enqueue (a lost enqueue is swept up).
                 for item in batch:
                     item.done.set()
                 if accepted:
                     self._accepted.put(accepted)
 
-    def _connection(self) -> Connection:
-        # One autocommit connection kept by the thread: a batch's INSERT is its own transaction, so
-        # storing it is one round trip (no BEGIN, no COMMIT) and no pool checkout or ping per batch.
-        if self._conn is None:
-            self._conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        return self._conn
+    def _store_batch(self, batch: list[_Pending]) -> list[int]:
+        """Store one batch: into the inbox, or the spool when the database is away or the spool holds older ones."""
+        if self._backlog.is_set():
+            self._spool(batch)
+            return []
+        try:
+            return self._write(batch, self._conn.get())
+        except Exception as exc:
+            self._conn.reset()
+            if database_unavailable(exc):
+                log.warning("database unavailable, %s webhook deliveries go to the spool: %s", len(batch), exc)
+                self._spool(batch)
+                return []
+            log.exception("webhook batch of %s could not be stored as one", len(batch))
+            self._write_one_by_one(batch)
+            return []
 
-    def _reset_connection(self) -> None:
-        if self._conn is not None:
+    def _spool(self, batch: list[_Pending]) -> None:
+        """Keep the batch in the spool (fsynced) and wake the drainer; ``store_failed`` when the spool cannot."""
+        rows = [Spooled.new(item.company_id, webhook_secrets.presented_digest(item.secret), item.body,
+                            item.request_id) for item in batch]
+        try:
+            self.spool.put(rows)
+        except Exception:
+            log.exception("%s webhook deliveries could be neither stored nor spooled", len(batch))
+            for item in batch:
+                item.result = Received(Outcome.STORE_FAILED)
+            WEBHOOKS_RECEIVED.labels(EventSource.YCLIENTS, Outcome.STORE_FAILED).inc(len(batch))
+            return
+        self._backlog.set()
+        self._drain_wake.set()
+        for item in batch:
+            item.result = Received(Outcome.SPOOLED)
+        WEBHOOKS_RECEIVED.labels(EventSource.YCLIENTS, Outcome.SPOOLED).inc(len(batch))
+
+    def _run_drainer(self) -> None:
+        """Move spooled deliveries into the inbox, oldest first, whenever there are any and the database answers."""
+        delay = SPOOL_RETRY_SECONDS[0]
+        while True:
             try:
-                self._conn.close()
-            except Exception:
-                log.warning("closing the inbox writer's connection failed", exc_info=True)
-            self._conn = None
+                with self._app.app_context():
+                    moved = self.spool.drain(self._store_spooled, MAX_BATCH, on_empty=self._backlog.clear)
+            except Exception as exc:
+                self._drain_conn.reset()
+                if database_unavailable(exc):
+                    log.info("webhook spool not drained yet, the database is unavailable: %s", exc)
+                else:
+                    log.exception("webhook spool could not be drained")
+                time.sleep(delay)
+                delay = min(delay * 2, SPOOL_RETRY_SECONDS[1])
+                continue
+            delay = SPOOL_RETRY_SECONDS[0]
+            if moved:
+                log.info("%s spooled webhook deliveries moved into the inbox", moved)
+                continue
+            self._drain_wake.wait(SPOOL_IDLE_CHECK_SECONDS)
+            self._drain_wake.clear()
+
+    def _store_spooled(self, rows: list[Spooled]) -> None:
+        """Commit spooled deliveries to the inbox (raising leaves them in the spool), then enqueue them."""
+        batch = [_Pending(row.company_id, None, row.body, row.request_id, secret_digest=row.secret_digest,
+                          received_at=datetime.fromtimestamp(row.received_at, UTC), spool_token=row.token)
+                 for row in rows]
+        try:
+            accepted = self._write(batch, self._drain_conn.get(), counter=WEBHOOK_SPOOL_DRAINED)
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise
+            # A row the database refuses must not hold the spool up: the others are written one by one.
+            log.exception("spooled webhook batch of %s could not be stored as one", len(batch))
+            self._drain_conn.reset()
+            self._write_one_by_one(batch, counter=WEBHOOK_SPOOL_DRAINED, from_spool=True)
+            return
+        if accepted:
+            self._ensure_running()
+            self._accepted.put(accepted)
 
     def _companies(self, batch: list[_Pending], conn: Connection | None) -> dict[int, _CompanyKey | None]:
         """The companies a batch names, read with one SELECT (never cached: revocation is immediate)."""
@@ -241,14 +368,13 @@ class InboxWriter:
         )
         return {row.dedupe_key: row.id for row in conn.execute(statement, rows)}
 
-    def _write(self, batch: list[_Pending]) -> list[int]:
-        conn = self._connection()
+    def _write(self, batch: list[_Pending], conn: Connection, counter: Counter = WEBHOOKS_RECEIVED) -> list[int]:
         companies = self._companies(batch, conn)
         now = utcnow()
         prepared = [(item, _values(item, companies)) for item in batch]
         rows: dict[str, dict[str, Any]] = {}
-        for _item, values in prepared:
-            rows.setdefault(values["dedupe_key"], {**values, "attempts": 0, "received_at": now})
+        for item, values in prepared:
+            rows.setdefault(values["dedupe_key"], {**values, "attempts": 0, "received_at": item.received_at or now})
         inserted = self._insert(conn, list(rows.values()))
 
         accepted: list[int] = []
@@ -262,17 +388,34 @@ class InboxWriter:
             else:
                 item.result = Received(Outcome.ACCEPTED, event_id)
                 accepted.append(event_id)
-            WEBHOOKS_RECEIVED.labels(values["source"], item.result.outcome).inc()
+            counter.labels(values["source"], item.result.outcome).inc()
         return accepted
 
-    def _write_one_by_one(self, batch: list[_Pending]) -> None:
-        companies: dict[int, _CompanyKey | None] = {}
+    def _write_one_by_one(self, batch: list[_Pending], counter: Counter = WEBHOOKS_RECEIVED,
+                          from_spool: bool = False) -> None:
+        """Store each delivery in a transaction of its own; to the spool instead when it holds older ones
+        or the database cannot be reached. Deliveries ``from_spool`` raise instead, and stay in the spool."""
+        if not from_spool and self._backlog.is_set():
+            self._spool(batch)
+            return
         try:
             companies = self._companies(batch, None)
-        except Exception:
+            for item in batch:
+                values = _values(item, companies)
+                if item.received_at is not None:
+                    values["received_at"] = item.received_at
+                item.result = store(values, enqueue_after=True, counter=counter, raise_unavailable=True)
+        except Exception as exc:
             db.session.rollback()
-            log.exception("company lookup failed for a webhook batch")
-        for item in batch:
-            item.result = store(_values(item, companies), enqueue_after=True)
-        db.session.remove()
+            if from_spool:
+                raise
+            pending = [item for item in batch if item.result.outcome == Outcome.STORE_FAILED]
+            if database_unavailable(exc):
+                log.warning("database unavailable, %s webhook deliveries go to the spool: %s", len(pending), exc)
+                self._spool(pending)
+            else:
+                log.exception("company lookup failed for a webhook batch")
+                counter.labels(EventSource.YCLIENTS, Outcome.STORE_FAILED).inc(len(pending))
+        finally:
+            db.session.remove()
 

@@ -1,9 +1,11 @@
 """Webhook receivers: YClients data webhooks per company, and the marketplace lifecycle webhook.
 
 Both always answer ``200 {"success": true}`` (YClients only needs a 2xx, and a non-2xx makes it
-retry), whatever the body, and are exempt from rate limits. The one exception is a lifecycle
-delivery with a wrong or unconfigured partner token: it gets 401, so a misconfigured partner
-cabinet shows up as failed deliveries in YClients' logs instead of silently succeeding.
+retry), whatever the body, and are exempt from rate limits. The exceptions: a lifecycle delivery
+with a wrong or unconfigured partner token gets 401, so a misconfigured partner cabinet shows up as
+failed deliveries in YClients' logs instead of silently succeeding; and a company delivery that
+could be neither stored nor spooled gets 503, so YClients sends it again (an acknowledged delivery
+is a kept one).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from web.limits import client_ip, unlimited
 from web.marketplace import bp
 
 log = logging.getLogger(__name__)
+STORE_FAILED_RETRY_AFTER = 30
 
 
 def inbox_writer(app: Flask) -> InboxWriter:
@@ -57,10 +60,14 @@ def _request_id() -> str | None:
 
 @bp.post("/webhook/<int:company_id>")
 @unlimited
-def company_webhook(company_id: int) -> Response:
+def company_webhook(company_id: int) -> Response | tuple[Response, int]:
     """Store one YClients delivery for ``company_id`` and acknowledge it at once."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
-    _counted(inbox_writer(app).submit(company_id, request.args.get("secret"), read_body(), _request_id()))
+    received = _counted(inbox_writer(app).submit(company_id, request.args.get("secret"), read_body(), _request_id()))
+    if received.outcome == Outcome.STORE_FAILED:
+        response, status = error_response(503, "Service temporarily unavailable")
+        response.headers["Retry-After"] = str(STORE_FAILED_RETRY_AFTER)
+        return response, status
     return jsonify(success=True)
 
 
