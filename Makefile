@@ -7,7 +7,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 
 JS_DEPS := tests/js/node_modules/.package-lock.json
 
-.PHONY: run test lint types pytest chromium nginx bench clean
+.PHONY: run test lint types pytest chromium nginx bench soak clean
 
 $(RUN_STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,11 @@ bench: $(DEV_STAMP)
 	@command -v wrk >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)
 	$(PY) -m bench.webhooks $(ARGS)
+
+# The soak: minutes of mixed traffic while the worker is SIGKILLed at random (tests/test_soak.py; the
+# result goes to docs/BENCHMARKS.md). SOAK_SECONDS sets the length (300).
+soak: $(DEV_STAMP)
+	SOAK_SECONDS=$${SOAK_SECONDS:-300} $(PY) -m pytest tests/test_soak.py -q -s -p no:cacheprovider $(ARGS)
 
 clean:
 	rm -rf $(VENV) var tests/js/node_modules

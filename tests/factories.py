@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 
 from models import Company, IntegrationStatus, db
@@ -43,3 +44,9 @@ def make_company(
         webhook_secret=secret,
         webhook_url=url,
     )
+
+
+def booking_delivery(record_id: int) -> bytes:
+    """The body of a reference-shape ``booking_created`` webhook for record ``record_id``."""
+    return json.dumps({"type": "booking_created", "created_at": "2024-09-16T10:30:00Z",
+                       "data": {"id": record_id, "datetime": "2024-09-17T15:00:00"}}).encode()

@@ -96,6 +96,10 @@ class OwnRedis(EmbeddedRedis):
     def __init__(self) -> None:
         super().__init__(port=free_port(), data_dir=Path(tempfile.mkdtemp(prefix="own-redis-")))
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -230,6 +230,12 @@ def worker_command(concurrency: int = 2) -> list[str]:
     ]
 
 
+def beat_command(schedule: Path) -> list[str]:
+    """A real ``celery beat`` (the sweeps) keeping its schedule in ``schedule``."""
+    return [sys.executable, "-m", "celery", "-A", "wsgi:celery_app", "beat", "--loglevel", "INFO",
+            "--schedule", str(schedule)]
+
+
 def web_command(port: int, threads: int = 32) -> list[str]:
     """A real gunicorn serving the app on ``port``."""
     return [

@@ -10,7 +10,6 @@ them to the next one, which drains them without waiting for a request.
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import threading
 import time
@@ -29,6 +28,7 @@ from models import Booking, EventStatus, WebhookEvent, db
 from services.platform.schema import upgrade
 from services.webhooks import admin
 from tests.factories import MadeCompany, make_company
+from tests.factories import booking_delivery as delivery
 from tests.servers import OwnPostgres, postgres_bin
 from tests.support import Backends, ServiceProcess, post, wait_until, web_command
 from tests.whatsapp_stack import Stack, start_stack
@@ -64,11 +64,6 @@ def stack(make_app: Callable[..., Flask], backends: Backends, service_env: dict[
         stack.stop()
         stack.app.extensions["db"].engine.dispose()
         own_postgres.start()  # for the next test, whatever this one left
-
-
-def delivery(record_id: int) -> bytes:
-    return json.dumps({"type": "booking_created", "created_at": "2024-09-16T10:30:00Z",
-                       "data": {"id": record_id, "datetime": "2024-09-17T15:00:00"}}).encode()
 
 
 class Sender(threading.Thread):

@@ -15,7 +15,7 @@ import requests
 from flask import Flask
 
 from tests.fakes.yclients import APPLICATION_ID, PARTNER_TOKEN, FakeYClients
-from tests.support import Backends, ServiceProcess, free_port, wait_until, web_command, worker_command
+from tests.support import Backends, ServiceProcess, beat_command, free_port, wait_until, web_command, worker_command
 
 SHORT_TIMINGS = {"SIMULATOR_QR_FIRST_TTL": "3", "SIMULATOR_QR_TTL": "2", "SIMULATOR_QR_COUNT": "3"}
 
@@ -54,8 +54,8 @@ class Stack:
 
 
 def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env: dict[str, str], run_dir: Path,
-                web: bool = False, web_workers: int = 1, **extra: str) -> Stack:
-    """Start a worker (and gunicorn when ``web``) on a fresh namespace with ``extra`` settings."""
+                web: bool = False, web_workers: int = 1, beat: bool = False, **extra: str) -> Stack:
+    """Start a worker (and gunicorn when ``web``, beat when ``beat``) on a fresh namespace with ``extra`` settings."""
     yclients = FakeYClients().start()
     namespace = f"{backends.namespace}w{uuid.uuid4().hex[:6]}"
     port = free_port()
@@ -79,6 +79,9 @@ def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env:
             return False
 
     wait_until(worker_ready, timeout=60, interval=0.2)
+    if beat:
+        stack.processes.append(ServiceProcess(f"beat-{namespace}", beat_command(run_dir / f"beat-{namespace}"),
+                                              backends.env(**env), run_dir / f"beat-{namespace}.log").start())
     if web:
         command = web_command(port)
         command[command.index("--workers") + 1] = str(web_workers)

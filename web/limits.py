@@ -15,6 +15,7 @@ never limited: the limiter has no default limits.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ from redis import RedisError
 from services.platform import runtime
 from web.auth import presented_valid_credential
 from web.extensions import limiter
+
+log = logging.getLogger(__name__)
 
 
 def client_ip() -> str:
@@ -81,7 +84,8 @@ def _retry_after_if_over(limit: str, *identifiers: str) -> int | None:
         if limiter.limiter.hit(item, *identifiers):
             return None
         reset_at = limiter.limiter.get_window_stats(item, *identifiers).reset_time
-    except RedisError:  # as RATELIMIT_SWALLOW_ERRORS does for HTTP: a Redis outage lets the action through
+    except RedisError as exc:  # as RATELIMIT_SWALLOW_ERRORS does for HTTP: a Redis outage lets the action through
+        log.warning("rate limit storage unreachable, %s let through unlimited: %s", limit, exc)
         return None
     return max(1, math.ceil(reset_at - time.time()))
 
