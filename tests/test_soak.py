@@ -119,6 +119,7 @@ def kill_worker_now_and_then(worker: ServiceProcess, traffic: Traffic, until: fl
         worker.start()
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 900)  # the traffic, then up to 5 minutes to settle
 def test_soak_with_worker_kills(stack: Stack, backends: Backends):
     base = stack.base_url
     assert base is not None
