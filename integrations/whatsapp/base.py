@@ -7,7 +7,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# A gateway event in WAHA's shape: {"id", "timestamp", "event": "session.status", "session", "me", "payload"}.
+# A gateway event in WAHA's shape, the service's internal format: {"event", "session", "me", "payload"}, with
+# "id"/"timestamp" only when the gateway sends them. Events: "session.status" (payload {"status"} and, where the
+# gateway reports one, a WhatsApp disconnect "code" or a "reason"), "message" (payload {"id", "from", "body",
+# "fromMe", "timestamp"}) and "message.ack" (payload {"id", "ack", "ackName"}).
 GatewayEvent = dict[str, Any]
 Deliver = Callable[[GatewayEvent], None]
 # schedule(task_name, args, countdown_seconds): run a named task later, in any worker process.
@@ -32,22 +35,44 @@ class QrCode:
 
 @dataclass(frozen=True)
 class SessionInfo:
-    """A session as the gateway sees it (WAHA's states) and the linked phone once WORKING."""
+    """A session as the gateway sees it (WAHA's states), the linked phone once WORKING, and the WhatsApp
+    disconnect code of its last close when the gateway keeps one; ``exists`` is False for an unknown session."""
 
     status: str
     phone: str | None = None
+    code: int | None = None
+    exists: bool = True
+
+
+@dataclass(frozen=True)
+class GatewayInfo:
+    """What a gateway is: its kind and version, and the one session name it serves when it serves only one
+    (WAHA Core: ``default``); None means a session per company."""
+
+    kind: str
+    version: str | None = None
+    tier: str | None = None
+    only_session: str | None = None
+
+
+class SingleSessionOnly(GatewayError):
+    """The gateway serves one session only (WAHA Core) and was asked for another."""
 
 
 class WhatsAppGateway(ABC):
     """What the service needs from a gateway that holds WhatsApp linked-device sessions."""
+
+    def describe(self) -> GatewayInfo:
+        """The gateway's kind, version and session capacity (adapters that can ask, ask; cached)."""
+        return GatewayInfo(kind=type(self).__name__)
 
     @abstractmethod
     def start(self, session: str, webhook_url: str | None = None, hmac_key: str | None = None) -> None:
         """Create the session if needed and begin a fresh login attempt (QR codes follow as events)."""
 
     @abstractmethod
-    def restart(self, session: str) -> None:
-        """Reconnect the session with its saved credentials (or start a new login without them)."""
+    def restart(self, session: str, webhook_url: str | None = None, hmac_key: str | None = None) -> None:
+        """Reconnect the session with its saved credentials; a session the gateway lost is created again."""
 
     @abstractmethod
     def qr(self, session: str) -> QrCode | None:
@@ -67,13 +92,29 @@ class WhatsAppGateway(ABC):
 
     @abstractmethod
     def stop(self, session: str) -> None:
-        """Stop the session, keeping its credentials."""
+        """Stop the session, keeping its credentials (it sends no events until started again)."""
+
+    def end_attempt(self, session: str) -> None:
+        """End a login attempt nobody finished (nothing is linked yet, so nothing is lost)."""
+        self.stop(session)
 
     @abstractmethod
     def logout(self, session: str) -> None:
-        """Unlink the device and forget its credentials."""
+        """Unlink the device for good and forget the session (idempotent)."""
 
     @abstractmethod
-    def send_text(self, session: str, phone_digits: str, text: str) -> None:
-        """Send a text message to ``phone_digits`` from the linked number."""
+    def send_text(self, session: str, phone_digits: str, text: str) -> str:
+        """Send a text message to ``phone_digits`` from the linked number; returns the gateway's message id."""
+
+    @abstractmethod
+    def typing(self, session: str, phone_digits: str, seconds: float) -> None:
+        """Show "typing…" to ``phone_digits`` for about ``seconds`` (returns when it is over)."""
+
+    @abstractmethod
+    def number_exists(self, session: str, phone_digits: str) -> bool:
+        """True when ``phone_digits`` has a WhatsApp account."""
+
+    def translate(self, body: dict[str, Any]) -> list[GatewayEvent]:
+        """The internal events one webhook delivery of this gateway carries (WAHA's shape: itself)."""
+        return [body]
 

@@ -131,7 +131,7 @@ class SimulatorGateway(WhatsAppGateway):
             else:
                 self._new_attempt(session, state, events)
 
-    def restart(self, session: str) -> None:
+    def restart(self, session: str, webhook_url: str | None = None, hmac_key: str | None = None) -> None:
         self.start(session)
 
     def rotate(self, session: str, attempt: str, index: int) -> bool:
@@ -208,9 +208,31 @@ class SimulatorGateway(WhatsAppGateway):
             state.update(status="STOPPED", linked_phone=None, qr=None, qr_expires_at=None, pairing_code=None)
             events.append(self._event(session, state))
 
-    def send_text(self, session: str, phone_digits: str, text: str) -> None:
+    def _working(self, session: str) -> None:
         if self._load(session)["status"] != "WORKING":
             raise GatewayError("session is not connected", 422)
+
+    def send_text(self, session: str, phone_digits: str, text: str) -> str:
+        self._working(session)
+        # WAHA's serialized form of an id of ours: fromMe_chatId_id.
+        message_id = f"true_{phone_digits}@c.us_{uuid.uuid4().hex[:20].upper()}"
         outbox = self._key(session) + ":outbox"
-        self._redis.rpush(outbox, json.dumps({"chatId": f"{phone_digits}@c.us", "text": text}))
+        self._redis.rpush(outbox, json.dumps({"id": message_id, "chatId": f"{phone_digits}@c.us", "text": text}))
         self._redis.expire(outbox, STATE_TTL)
+        return message_id
+
+    def typing(self, session: str, phone_digits: str, seconds: float) -> None:
+        self._working(session)
+        time.sleep(max(0.0, seconds))
+
+    def number_exists(self, session: str, phone_digits: str) -> bool:
+        self._working(session)
+        return not self._redis.sismember(self._prefix + ":not_on_whatsapp", phone_digits)
+
+    def set_number_exists(self, phone_digits: str, exists: bool) -> None:
+        """Simulator control: whether ``phone_digits`` has a WhatsApp account (every number has, by default)."""
+        key = self._prefix + ":not_on_whatsapp"
+        if exists:
+            self._redis.srem(key, phone_digits)
+        else:
+            self._redis.sadd(key, phone_digits)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 
 class LocalHTTPServer:
-    """Serves GET, POST and DELETE by calling ``self._handle(request, method)`` on a request thread."""
+    """Serves GET, POST, PUT and DELETE by calling ``self._handle(request, method)`` on a request thread."""
 
     def __init__(self) -> None:
         owner = self
@@ -23,6 +24,9 @@ class LocalHTTPServer:
             def do_POST(self) -> None:  # noqa: N802
                 owner._handle(self, "POST")
 
+            def do_PUT(self) -> None:  # noqa: N802
+                owner._handle(self, "PUT")
+
             def do_DELETE(self) -> None:  # noqa: N802
                 owner._handle(self, "DELETE")
 
@@ -32,6 +36,22 @@ class LocalHTTPServer:
 
     def _handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def read_json(request: BaseHTTPRequestHandler) -> Any:
+        """The request's JSON body ({} when it has none)."""
+        length = int(request.headers.get("Content-Length") or 0)
+        return json.loads(request.rfile.read(length)) if length else {}
+
+    @staticmethod
+    def reply_json(request: BaseHTTPRequestHandler, status: int, body: Any) -> None:
+        """Answer ``status`` with ``body`` as JSON."""
+        raw = json.dumps(body).encode()
+        request.send_response(status)
+        request.send_header("Content-Type", "application/json")
+        request.send_header("Content-Length", str(len(raw)))
+        request.end_headers()
+        request.wfile.write(raw)
 
     @property
     def url(self) -> str:
