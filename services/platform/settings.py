@@ -66,11 +66,18 @@ class Settings(BaseSettings):
     callback_retry_max_seconds: float = Field(3600.0, gt=0)
     install_replay_ttl_seconds: int = Field(7 * 24 * 3600, gt=0)
 
-    whatsapp_gateway: Literal["simulator", "waha"] = "simulator"
+    whatsapp_gateway: Literal["simulator", "evolution", "waha"] = "simulator"
+    evolution_url: str = "http://127.0.0.1:8080"
+    evolution_api_key: str | None = None
+    evolution_timeout_seconds: float = Field(10.0, gt=0)
     waha_url: str = "http://127.0.0.1:3001"
     waha_api_key: str | None = None
     waha_webhook_hmac_key: str | None = None
     waha_timeout_seconds: float = Field(10.0, gt=0)
+    # A session that fails and is WORKING again within this many seconds was not disconnected.
+    whatsapp_disconnect_debounce_seconds: float = Field(30.0, ge=0)
+    # Reconciliation asks the gateway about a WORKING session that has been quiet this long.
+    whatsapp_quiet_check_seconds: float = Field(900.0, gt=0)
     simulator_qr_first_ttl: float = Field(60.0, gt=0)
     simulator_qr_ttl: float = Field(20.0, gt=0)
     simulator_qr_count: int = Field(6, ge=1)
@@ -121,6 +128,8 @@ class Settings(BaseSettings):
                 raise ValueError("SECRET_KEY must be set to at least 32 characters in production")
             if self.database_url.startswith("sqlite"):
                 raise ValueError("DATABASE_URL must point at PostgreSQL in production")
+        if self.whatsapp_gateway == "evolution" and not self.evolution_api_key:
+            raise ValueError("EVOLUTION_API_KEY must be set with WHATSAPP_GATEWAY=evolution")
         return self
 
     @property
