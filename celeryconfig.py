@@ -58,5 +58,6 @@ def config_for(settings: Settings) -> dict[str, Any]:
             "beat-heartbeat": {"task": Job.BEAT_HEARTBEAT, "schedule": timedelta(seconds=15)},
             "webhooks-sweep": {"task": Job.WEBHOOKS_SWEEP, "schedule": timedelta(seconds=5)},
             "webhooks-prune-rejected": {"task": Job.WEBHOOKS_PRUNE_REJECTED, "schedule": timedelta(minutes=10)},
+            "whatsapp-reconcile": {"task": Job.WHATSAPP_RECONCILE_SWEEP, "schedule": timedelta(minutes=1)},
         },
     }

@@ -11,13 +11,14 @@ import time
 
 from celery import Task, shared_task
 
-from integrations.whatsapp import GatewayError
+from integrations.whatsapp import GatewayError, SingleSessionOnly
 from models import db
 from services.platform import parcels
-from services.platform.jobs import Job
-from services.whatsapp import codes, gateway, sessions
+from services.platform.jobs import Job, enqueue
+from services.whatsapp import codes, gateway, reconcile, sessions
 
 log = logging.getLogger(__name__)
+EXPLAINED = sessions.EXPLANATIONS[sessions.SINGLE_SESSION_REASON]
 
 
 def _gateway_call(company_id: int, action: str, session: str | None) -> bool:
@@ -25,8 +26,13 @@ def _gateway_call(company_id: int, action: str, session: str | None) -> bool:
     if session is None:
         return True
     try:
-        sessions.call_gateway(action, session)
+        sessions.call_gateway(action, session, company_id)
         return True
+    except SingleSessionOnly:
+        if action == "start":
+            raise  # the company is refused, not retried
+        log.error("gateway %s for company %s: %s", action, company_id, EXPLAINED)
+        return False
     except GatewayError as exc:
         log.warning("gateway %s failed for company %s: %s", action, company_id, exc)
         return False
@@ -34,11 +40,24 @@ def _gateway_call(company_id: int, action: str, session: str | None) -> bool:
 
 @shared_task(name=Job.WHATSAPP_START_SESSION, bind=True, max_retries=3)
 def start_session(self: Task, company_id: int) -> str:
-    """Open a new login attempt and ask the gateway to start it (QR codes follow as events)."""
-    session = sessions.begin_attempt(company_id)
-    db.session.commit()
-    if _gateway_call(company_id, "start", session):
-        return "started" if session else "skipped"
+    """Open a new login attempt and ask the gateway to start it (QR codes follow as events).
+
+    A single-session gateway (WAHA Core) that another salon already uses refuses the company for good:
+    no retries into ``gateway_unavailable``, a reason an operator reads in health and ``company show``."""
+    try:
+        only_session = gateway.gateway().describe().only_session
+        session = sessions.begin_attempt(company_id, only_session)
+        db.session.commit()
+        if _gateway_call(company_id, "start", session):
+            return "started" if session else "skipped"
+    except SingleSessionOnly:
+        db.session.rollback()
+        sessions.refuse_single_session(company_id, None)
+        db.session.commit()
+        return "refused"
+    except GatewayError as exc:  # describe() could not reach the gateway
+        db.session.rollback()
+        log.warning("gateway unreachable for company %s: %s", company_id, exc)
     if self.request.retries < self.max_retries:
         raise self.retry(countdown=sessions.reconnect_delay(self.request.retries + 1))
     sessions.gateway_failed(company_id, "gateway_unavailable")
@@ -114,6 +133,55 @@ def logout(self: Task, company_id: int) -> str:
 def stop_session(self: Task, company_id: int) -> str:
     """Stop the company's session, keeping its credentials (freeze); gateway failures are retried."""
     return _end_session(self, company_id, "stopped", "stop")
+
+
+@shared_task(name=Job.WHATSAPP_END_ATTEMPT, bind=True, max_retries=3)
+def end_attempt(self: Task, company_id: int, attempt: int) -> str:
+    """Have the gateway drop login ``attempt`` that we ended (QR budget spent, stuck starting)."""
+    session = sessions.end_attempt_target(company_id, attempt)
+    db.session.commit()
+    if session is None:
+        return "stale"
+    if _gateway_call(company_id, "end_attempt", session):
+        return "ended"
+    if self.request.retries < (self.max_retries or 0):
+        raise self.retry(countdown=sessions.reconnect_delay(self.request.retries + 1))
+    return "failed"
+
+
+@shared_task(name=Job.WHATSAPP_CONFIRM_DISCONNECT)
+def confirm_disconnect(company_id: int, reason: str, code: int | None) -> str:
+    """The end of a failure's debounce window: a disconnect only if the session did not recover."""
+    outcome = sessions.confirm_disconnect(company_id, reason, code)
+    db.session.commit()
+    return outcome
+
+
+@shared_task(name=Job.WHATSAPP_RECONCILE)
+def reconcile_session(company_id: int) -> str:
+    """Ask the gateway for the real state of one company's session and repair our row."""
+    session = reconcile.target(company_id)
+    db.session.commit()
+    if session is None:
+        return "none"
+    try:
+        seen = reconcile.ask(session)
+    except GatewayError as exc:
+        log.warning("reconciling company %s: gateway unreachable: %s", company_id, exc)
+        return "unreachable"
+    outcome = reconcile.apply(company_id, seen)
+    db.session.commit()
+    return outcome
+
+
+@shared_task(name=Job.WHATSAPP_RECONCILE_SWEEP, ignore_result=True)
+def reconcile_sweep() -> int:
+    """Beat: enqueue a reconciliation for every session whose state should have moved on by now."""
+    due = reconcile.due()
+    db.session.commit()
+    for company_id in due:
+        enqueue(Job.WHATSAPP_RECONCILE, company_id, after_commit=False)
+    return len(due)
 
 
 @shared_task(name=Job.WHATSAPP_SIMULATOR_ROTATE_QR, acks_late=True)

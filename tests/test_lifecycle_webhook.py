@@ -253,7 +253,7 @@ def test_session_end_is_retried_while_the_gateway_fails(ctx, company_factory, mo
     made = company_factory(status=IntegrationStatus.ACTIVE)
     calls: list[tuple[str, str]] = []
 
-    def flaky(called: str, session: str) -> None:
+    def flaky(called: str, session: str, company_id: int) -> None:
         calls.append((called, session))
         if len(calls) < 3:
             raise GatewayError("gateway unavailable")

@@ -1,14 +1,16 @@
-"""``flask --app wsgi whatsapp …``: drive the built-in WhatsApp simulator from a terminal."""
+"""``flask --app wsgi whatsapp …``: reconcile a session with its gateway; drive the built-in simulator."""
 
 from __future__ import annotations
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
 from services.platform.errors import ServiceError
+from services.platform.jobs import Job
 from services.whatsapp import gateway
 
-whatsapp_cli = AppGroup("whatsapp", help="WhatsApp sessions (simulator controls).")
+whatsapp_cli = AppGroup("whatsapp", help="WhatsApp sessions (reconciliation, simulator controls).")
 
 
 @whatsapp_cli.command("simulate-scan")
@@ -34,3 +36,15 @@ def simulate_disconnect(company_id: int, code: int) -> None:
     except ServiceError as exc:
         raise click.ClickException(exc.message) from None
     click.echo(f"disconnected: company {company_id} with code {code}")
+
+
+@whatsapp_cli.command("reconcile")
+@click.argument("company_id", type=int)
+def reconcile(company_id: int) -> None:
+    """Ask the gateway for the real state of COMPANY_ID's session now and repair our row (as beat does)."""
+    celery = current_app.extensions["celery"]
+    celery.loader.import_default_modules()  # the task modules, as a worker imports them
+    outcome = celery.tasks[Job.WHATSAPP_RECONCILE].apply(args=[company_id]).get()
+    click.echo(f"company {company_id}: {outcome}")
+    if outcome == "unreachable":
+        raise click.ClickException("the WhatsApp gateway could not be reached")

@@ -76,3 +76,24 @@ def revoke_webhook_secret(company: Company) -> None:
     """No valid secret until the next rotation; the generation is kept (negated) so a later
     rotation never brings an old URL back to life."""
     company.webhook_secret_generation = -abs(company.webhook_secret_generation or 0)
+
+
+def gateway_events_secret(company_id: int) -> str:
+    """The secret in the URL a WhatsApp gateway posts this company's session events to (derived, never
+    stored; apart from the YClients one, so neither party can forge the other's deliveries)."""
+    message = f"gateway-events:{company_id}".encode()
+    digest = hmac.new(runtime.settings().secret_key.encode(), message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")[:32]
+
+
+def verify_gateway_events_secret(company_id: int, presented: str | None) -> bool:
+    """Constant-time check of the secret a gateway delivery presents."""
+    if not presented:
+        return False
+    return hmac.compare_digest(gateway_events_secret(company_id).encode(), presented.encode())
+
+
+def gateway_events_url(company_id: int) -> str:
+    """The absolute URL the gateway posts this company's WhatsApp events to, secret included."""
+    base = runtime.settings().public_base_url.rstrip("/")
+    return f"{base}/marketplace/whatsapp/events/{company_id}?secret={gateway_events_secret(company_id)}"

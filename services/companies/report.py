@@ -11,6 +11,7 @@ from services.access import webhook_secrets
 from services.companies.queries import get_company
 from services.platform.dates import iso
 from services.platform.logs import Redactor
+from services.whatsapp.sessions import EXPLANATIONS
 
 _redact = Redactor()
 
@@ -53,6 +54,7 @@ def company_overview(company_id: int, limit: int = 10) -> dict[str, Any]:
             "attempt": session.attempt,
             "qr_count": session.qr_count,
             "failure_reason": session.failure_reason,
+            "explanation": EXPLANATIONS.get(session.failure_reason or ""),
             "last_disconnect_code": session.last_disconnect_code,
             "reconnect_attempts": session.reconnect_attempts,
             "updated_at": iso(session.updated_at),

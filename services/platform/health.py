@@ -25,7 +25,8 @@ def record_beat(at: float) -> None:
     runtime.redis().set(runtime.settings().key("beat", "heartbeat"), at, ex=3600)
 
 
-def _check(fn: Any) -> dict[str, Any]:
+def check(fn: Any) -> dict[str, Any]:
+    """Run one check: its answer with the latency, or ``{ok: false, error}`` when it raised."""
     started = time.perf_counter()
     try:
         detail = fn()
@@ -69,11 +70,11 @@ def _beat() -> dict[str, Any]:
 
 def report(worker_timeout: float = 3.0) -> tuple[bool, dict[str, Any]]:
     """Check every dependency; ready means database, broker and a worker all answered."""
-    checks = {"database": _check(_database), "broker": _check(_broker)}
+    checks = {"database": check(_database), "broker": check(_broker)}
     if checks["broker"]["ok"]:
-        checks["worker"] = _check(lambda: _worker(worker_timeout))
+        checks["worker"] = check(lambda: _worker(worker_timeout))
     else:
         checks["worker"] = {"ok": False, "error": "broker unreachable"}
-    checks["beat"] = _check(_beat)  # reported, but scheduling lag does not make the web unready
+    checks["beat"] = check(_beat)  # reported, but scheduling lag does not make the web unready
     ready = all(checks[name]["ok"] for name in ("database", "broker", "worker"))
     return ready, checks

@@ -36,6 +36,10 @@ class Job(StrEnum):
     WHATSAPP_RECONNECT = "whatsapp.reconnect"
     WHATSAPP_LOGOUT = "whatsapp.logout"
     WHATSAPP_STOP_SESSION = "whatsapp.stop_session"
+    WHATSAPP_END_ATTEMPT = "whatsapp.end_attempt"
+    WHATSAPP_CONFIRM_DISCONNECT = "whatsapp.confirm_disconnect"
+    WHATSAPP_RECONCILE = "whatsapp.reconcile"
+    WHATSAPP_RECONCILE_SWEEP = "whatsapp.reconcile_sweep"
     WHATSAPP_SIMULATOR_ROTATE_QR = "whatsapp.simulator_rotate_qr"
 
 

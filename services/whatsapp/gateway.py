@@ -13,6 +13,8 @@ from services.platform.errors import Conflict, NotFound
 from services.platform.jobs import Job, enqueue
 
 SESSION_PREFIX = "company-"
+# The failure reason of a company a single-session gateway (WAHA Core) cannot serve.
+SINGLE_SESSION_REASON = "gateway_single_session"
 
 
 EXTENSION = "whatsapp_gateway"
@@ -36,6 +38,11 @@ def gateway() -> WhatsAppGateway:
 def deliver_event(event: dict[str, Any]) -> None:
     """Hand a gateway event to ``whatsapp.handle_event`` (by parcel id: it carries the phone number)."""
     enqueue(Job.WHATSAPP_HANDLE_EVENT, parcels.park(event), after_commit=False)
+
+
+def translate(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The internal events in one delivery of the active gateway's webhook."""
+    return gateway().translate(body)
 
 
 def simulator_active() -> bool:

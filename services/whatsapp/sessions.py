@@ -1,8 +1,11 @@
 """The WhatsApp session state machine (DESIGN.md §5), shared by the web and the tasks.
 
 ``STOPPED → STARTING → SCAN_QR_CODE ⇄ (each rotation) → WORKING``; any → ``FAILED``. Gateway
-events (WAHA's ``session.status`` shape, from WAHA or the simulator) drive it; stale and
-duplicate events are ignored by their timestamp. Publishing and enqueueing happen after commit.
+events (WAHA's ``session.status`` shape, from any adapter or the simulator) drive it, as gateways
+really report them: events of closed companies and of sessions we ended never bring a session back;
+an event id or timestamp is used when present, never required; a failure of a linked session that
+recovers within ``WHATSAPP_DISCONNECT_DEBOUNCE_SECONDS`` is no disconnect; a login attempt past its
+QR budget is ended by us. Publishing and enqueueing happen after commit.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from sqlalchemy import select
 
 from integrations.whatsapp.waha import phone_from_me
 from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
+from services.access.webhook_secrets import gateway_events_url
 from services.companies import company_events
 from services.phones import from_whatsapp_id
 from services.platform import runtime
@@ -24,7 +28,7 @@ from services.platform.errors import NotFound
 from services.platform.jobs import Job, enqueue
 from services.platform.transactions import add_unless_exists, on_commit
 from services.whatsapp import qr
-from services.whatsapp.gateway import company_id_for_session, gateway, session_name
+from services.whatsapp.gateway import SINGLE_SESSION_REASON, company_id_for_session, gateway, session_name
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,17 @@ RECONNECT_CAP_SECONDS = 300.0
 QR_FIRST_TTL, QR_TTL, QR_COUNT = 60.0, 20.0, 6
 LINKED = IntegrationStatus.LINKED
 CLOSED = IntegrationStatus.CLOSED
+ALIVE = (SessionStatus.STARTING, SessionStatus.SCAN_QR_CODE, SessionStatus.WORKING)
+# Why we ended a session or an attempt ourselves: the gateway's later events for it are not obeyed.
+ENDED_BY_US = ("logged_out", "stopped", "qr_timeout", "start_timeout", SINGLE_SESSION_REASON)
+# What an operator reads for a failure reason (company show, health).
+EXPLANATIONS = {
+    SINGLE_SESSION_REASON: "the gateway serves one WhatsApp session and another salon holds it "
+                           "(WAHA Core: use WAHA Plus or Evolution API for several salons)",
+    "qr_timeout": "nobody scanned the QR code in time; the owner can start again",
+    "start_timeout": "the gateway never got the session to a QR code (no route to WhatsApp?)",
+    "gateway_unavailable": "the gateway could not be reached",
+}
 
 
 def qr_timings() -> tuple[float, float, int]:
@@ -123,12 +138,31 @@ def request_start(company_id: int) -> bool:
     return True
 
 
-def begin_attempt(company_id: int) -> str | None:
-    """Open a new login attempt in the database; the gateway is called after commit (None: nothing to do)."""
+def holder_of(session: str, company_id: int) -> int | None:
+    """Another open company using (or linked through) the gateway session ``session``, if any."""
+    query = (select(WhatsAppSession.company_id).join(Company, Company.id == WhatsAppSession.company_id)
+             .where(WhatsAppSession.gateway_session == session, WhatsAppSession.company_id != company_id,
+                    Company.integration_status.not_in(CLOSED),
+                    (WhatsAppSession.status.in_(ALIVE)) | Company.integration_status.in_(LINKED))
+             .order_by(WhatsAppSession.company_id))
+    return db.session.scalars(query).first()
+
+
+def begin_attempt(company_id: int, only_session: str | None = None) -> str | None:
+    """Open a new login attempt in the database; the gateway is called after commit (None: nothing to do).
+
+    ``only_session`` is the one session a single-session gateway (WAHA Core) serves: a company gets it
+    unless another open salon holds it, and is then refused with a reason an operator can read."""
     company = get_company(company_id)
     row = session_for(company_id, lock=True)
     if company.integration_status in CLOSED or row.status == SessionStatus.WORKING:
         return None
+    if only_session is not None:
+        holder = holder_of(only_session, company_id)
+        if holder is not None:
+            refuse_single_session(company_id, holder)
+            return None
+    row.gateway_session = only_session or session_name(company_id)
     row.attempt += 1
     row.status, row.qr_count, row.reconnect_attempts = SessionStatus.STARTING, 0, 0
     row.failure_reason, row.pairing_phone, row.qr_expires_at = None, None, None
@@ -136,6 +170,20 @@ def begin_attempt(company_id: int) -> str | None:
         company.integration_status = IntegrationStatus.CONNECTING
     on_commit(lambda: qr.forget(company_id))
     return row.gateway_session
+
+
+def refuse_single_session(company_id: int, holder: int | None) -> None:
+    """The gateway serves one session and cannot serve this company: FAILED, no retry, an audit line."""
+    row = session_for(company_id, lock=True)
+    company = get_company(company_id)
+    already = (row.status, row.failure_reason) == (SessionStatus.FAILED, SINGLE_SESSION_REASON)
+    row.status, row.failure_reason = SessionStatus.FAILED, SINGLE_SESSION_REASON
+    log.error("company %s cannot get a WhatsApp session: %s (held by company %s)", company_id,
+              EXPLANATIONS[SINGLE_SESSION_REASON], holder)
+    if not already:
+        company_events.record(company_id, "gateway_refused", reason=SINGLE_SESSION_REASON, holder=holder)
+    _publish(company_id, "whatsapp.disconnected", {"companyId": company_id, "reason": SINGLE_SESSION_REASON})
+    _publish(company_id, "status", _snapshot(company, row))
 
 
 def gateway_failed(company_id: int, reason: str) -> None:
@@ -148,32 +196,65 @@ def gateway_failed(company_id: int, reason: str) -> None:
 
 
 def _is_stale(company_id: int, event: dict[str, Any]) -> bool:
-    """True for an event older than (or the same as) the last one applied to this session."""
-    key = runtime.settings().key("whatsapp", "last_event", company_id)
-    stamp, event_id = int(event.get("timestamp") or 0), str(event.get("id") or "")
-    raw = cast("bytes | None", runtime.redis().get(key))
-    if raw:
-        last = json.loads(raw)
-        if stamp < last["ts"] or (stamp == last["ts"] and event_id == last["id"]):
+    """True for a duplicate (same event id) or an event older than the last one applied, judged only by
+    what the event carries: older WAHA releases send neither ``id`` nor ``timestamp``."""
+    redis, settings = runtime.redis(), runtime.settings()
+    event_id = event.get("id")
+    if isinstance(event_id, str) and event_id:
+        if not redis.set(settings.key("whatsapp", "event", company_id, event_id[:80]), 1, nx=True, ex=24 * 3600):
             return True
+    stamp = event.get("timestamp")
+    if not isinstance(stamp, int) or isinstance(stamp, bool):
+        return False
+    key = settings.key("whatsapp", "last_event", company_id)
+    raw = cast("bytes | None", redis.get(key))
+    if raw and stamp < json.loads(raw)["ts"]:
+        return True
     # Written while the session row is locked, so a handler that waits for the lock sees it.
-    runtime.redis().set(key, json.dumps({"ts": stamp, "id": event_id}), ex=7 * 24 * 3600)
+    redis.set(key, json.dumps({"ts": stamp}), ex=7 * 24 * 3600)
     return False
+
+
+def event_company(event: dict[str, Any]) -> int | None:
+    """The company an event is for: from the per-company URL it came to, else from our session name."""
+    company_id = event.get("company_id")
+    if isinstance(company_id, int) and not isinstance(company_id, bool):
+        return company_id
+    return company_id_for_session(event.get("session"))
 
 
 def handle_event(event: dict[str, Any]) -> str:
     """Apply one gateway event; returns what was done (for logs and tests)."""
-    company_id = company_id_for_session(event.get("session"))
-    payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+    company_id = event_company(event)
+    payload = event.get("payload") if isinstance(event.get("payload"), dict) else None
     if event.get("event") != "session.status" or company_id is None or payload is None:
         return "ignored"
     company = db.session.get(Company, company_id)
     if company is None:
         return "ignored"
     row = session_for(company_id, lock=True)
+    if event.get("session") not in (None, row.gateway_session):
+        return "foreign"  # a session this company no longer uses (renamed, or a single session taken over)
     if _is_stale(company_id, event):
         return "stale"
     status, code = str(payload.get("status", "")), payload.get("code")
+    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    if company.integration_status in CLOSED:
+        if status in ALIVE:
+            end_again(company)
+        return "closed"
+    if row.status in (SessionStatus.STOPPED, SessionStatus.FAILED) and row.failure_reason in ENDED_BY_US:
+        return "ended"  # we stopped it (or ended the attempt): a late or rotating gateway does not revive it
+    row.updated_at = utcnow()
+    reason = payload.get("reason")
+    return apply_status(company, row, status, code=code, reason=str(reason) if reason else None,
+                        phone=phone_from_me(event.get("me")))
+
+
+def apply_status(company: Company, row: WhatsAppSession, status: str, code: int | None = None,
+                 reason: str | None = None, phone: str | None = None) -> str:
+    """Move the session to what the gateway reports (a status, maybe a disconnect code) and publish it."""
+    company_id = company.id
     if code in TERMINAL_REASONS:
         outcome = _failed(company, row, TERMINAL_REASONS[code], code)
     elif code == REPLACED:
@@ -182,18 +263,21 @@ def handle_event(event: dict[str, Any]) -> str:
         row.status, row.last_disconnect_code = SessionStatus.STARTING, code
         _enqueue_reconnect(company_id, row.reconnect_attempts, 0.0)
         outcome = "restarting"
-    elif isinstance(code, int):
+    elif code is not None:
         outcome = _transient(company, row, code)
     elif status == SessionStatus.SCAN_QR_CODE:
-        outcome = _qr_changed(row)
+        outcome = _qr_changed(company, row)
     elif status == SessionStatus.WORKING:
-        outcome = _working(company, row, phone_from_me(event.get("me")))
+        outcome = _working(company, row, phone)
     elif status == SessionStatus.FAILED:
-        outcome = _failed(company, row, str(payload.get("reason") or "failed"), None)
+        outcome = _failed(company, row, reason or "failed", None)
     elif status in (SessionStatus.STOPPED, SessionStatus.STARTING):
+        # WAHA re-sends an identical STARTING on every reconnect try; Evolution's "connecting" and first QR
+        # arrive together and may be applied in either order, and a scan's restart is "connecting" too: a
+        # session showing codes does not go back to STARTING (begin_attempt counts codes from zero).
+        if row.status == status or (status == SessionStatus.STARTING and row.status == SessionStatus.SCAN_QR_CODE):
+            return "unchanged"
         row.status = status
-        if status == SessionStatus.STARTING:
-            row.qr_count = 0
         outcome = status.lower()
     else:
         return "ignored"
@@ -201,11 +285,22 @@ def handle_event(event: dict[str, Any]) -> str:
     return outcome
 
 
+def end_again(company: Company) -> None:
+    """A closed company's session is alive at the gateway: end it again (at most once a minute)."""
+    if runtime.redis().set(runtime.settings().key("whatsapp", "end_again", company.id), 1, nx=True, ex=60):
+        job = Job.WHATSAPP_LOGOUT if company.integration_status == IntegrationStatus.UNINSTALLED \
+            else Job.WHATSAPP_STOP_SESSION
+        enqueue(job, company.id)
+
+
 def _enqueue_reconnect(company_id: int, attempt: int, countdown: float) -> None:
     enqueue(Job.WHATSAPP_RECONNECT, company_id, attempt, countdown=countdown)
 
 
-def _qr_changed(row: WhatsAppSession) -> str:
+def _qr_changed(company: Company, row: WhatsAppSession) -> str:
+    if row.qr_count >= qr_timings()[2]:
+        # The attempt's QR budget is spent; some engines rotate forever, so the attempt is ended here.
+        return end_attempt(company, row, "qr_timeout")
     row.status = SessionStatus.SCAN_QR_CODE
     row.qr_count += 1
     row.last_qr_at = utcnow()
@@ -236,18 +331,63 @@ def _working(company: Company, row: WhatsAppSession, digits: str | None) -> str:
     return "connected"
 
 
+def end_attempt(company: Company, row: WhatsAppSession, reason: str) -> str:
+    """End a login attempt nobody finished: FAILED here, and the gateway told to drop it after commit."""
+    outcome = _failed(company, row, reason, None)
+    enqueue_end_attempt(company.id, row.attempt)
+    return outcome
+
+
+def end_attempt_now(company: Company, row: WhatsAppSession, reason: str) -> str:
+    """``end_attempt`` and publish the new state (for callers outside an event)."""
+    outcome = end_attempt(company, row, reason)
+    _publish(company.id, "status", _snapshot(company, row))
+    return outcome
+
+
+def enqueue_end_attempt(company_id: int, attempt: int) -> None:
+    """Have the gateway drop login ``attempt`` (after commit)."""
+    enqueue(Job.WHATSAPP_END_ATTEMPT, company_id, attempt)
+
+
 def _failed(company: Company, row: WhatsAppSession, reason: str, code: int | None,
             status: str = SessionStatus.FAILED) -> str:
     row.status, row.failure_reason, row.last_disconnect_code = status, reason, code
     row.qr_expires_at = None
     company_id = company.id
     on_commit(lambda: qr.forget(company_id))
+    if company.integration_status in LINKED and code not in TERMINAL_REASONS and code != REPLACED:
+        # Gateways report FAILED (WAHA) or a reconnect for a drop that often heals in seconds: it is a
+        # disconnect only if the session is still down when the debounce window ends.
+        _confirm_later(company_id, reason, code)
+        return "failing"
+    _disconnect(company, reason, code)
+    return reason
+
+
+def _confirm_later(company_id: int, reason: str, code: int | None) -> None:
+    delay = runtime.settings().whatsapp_disconnect_debounce_seconds
+    enqueue(Job.WHATSAPP_CONFIRM_DISCONNECT, company_id, reason, code, countdown=delay)
+
+
+def _disconnect(company: Company, reason: str, code: int | None) -> None:
+    company_id = company.id
     if company.integration_status in LINKED:
         company.integration_status = IntegrationStatus.DISCONNECTED
         company.disconnected_at = utcnow()
         company_events.record(company_id, "disconnected", reason=reason, code=code)
     _publish(company_id, "whatsapp.disconnected", {"companyId": company_id, "reason": reason})
-    return reason
+
+
+def confirm_disconnect(company_id: int, reason: str, code: int | None) -> str:
+    """The debounce window of a failure ended: a disconnect if the session is still not WORKING."""
+    company = get_company(company_id)
+    row = session_for(company_id, lock=True)
+    if row.status == SessionStatus.WORKING or company.integration_status not in LINKED:
+        return "recovered" if row.status == SessionStatus.WORKING else "not_linked"
+    _disconnect(company, reason, code)
+    _publish(company_id, "status", _snapshot(company, row))
+    return "disconnected"
 
 
 def _transient(company: Company, row: WhatsAppSession, code: int) -> str:
@@ -257,7 +397,10 @@ def _transient(company: Company, row: WhatsAppSession, code: int) -> str:
         return _failed(company, row, "reconnect_failed", code)
     row.status = SessionStatus.STARTING
     _enqueue_reconnect(company.id, row.reconnect_attempts, reconnect_delay(row.reconnect_attempts))
-    _publish(company.id, "whatsapp.disconnected", {"companyId": company.id, "reason": "connection_lost"})
+    if company.integration_status in LINKED:
+        _confirm_later(company.id, "connection_lost", code)
+    else:
+        _publish(company.id, "whatsapp.disconnected", {"companyId": company.id, "reason": "connection_lost"})
     return "reconnecting"
 
 
@@ -296,13 +439,20 @@ def end_session(company_id: int, reason: str) -> str | None:
     return row.gateway_session
 
 
-def call_gateway(action: str, session: str) -> None:
-    """``start``, ``restart``, ``logout`` or ``stop`` on the gateway (raises GatewayError)."""
+def call_gateway(action: str, session: str, company_id: int) -> None:
+    """``start``, ``restart``, ``logout``, ``stop`` or ``end_attempt`` on the gateway (raises GatewayError);
+    a started session posts its events to the company's own secret URL."""
     current = gateway()
-    if action == "start":
-        settings = runtime.settings()
-        hook = settings.public_base_url.rstrip("/") + "/marketplace/whatsapp/events"
-        current.start(session, hook, settings.waha_webhook_hmac_key)
+    if action in ("start", "restart"):
+        getattr(current, action)(session, gateway_events_url(company_id), runtime.settings().waha_webhook_hmac_key)
     else:
         getattr(current, action)(session)
+
+
+def end_attempt_target(company_id: int, attempt: int) -> str | None:
+    """The session whose abandoned login ``attempt`` the gateway must drop; None when it moved on."""
+    row = session_for(company_id)
+    if row.attempt != attempt or row.status != SessionStatus.FAILED or row.failure_reason not in ENDED_BY_US:
+        return None
+    return row.gateway_session
 

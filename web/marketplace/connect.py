@@ -1,4 +1,4 @@
-"""The connect page, its QR and pairing-code endpoints, the simulator's scan button, WAHA's events."""
+"""The connect page, its QR and pairing-code endpoints, the simulator's scan button, the gateway's events."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 from flask import Response, jsonify, render_template, request
 
 from services.access import tokens
+from services.access.webhook_secrets import verify_gateway_events_secret
 from services.platform import runtime
 from services.platform.errors import NotFound, Unauthorized
 from services.whatsapp import codes, gateway, sessions
@@ -85,18 +86,42 @@ def simulate_scan(token: str) -> Response:
     return jsonify(success=True, phone="+" + linked)
 
 
-@bp.post("/whatsapp/events")
-def gateway_events() -> Any:
-    """WAHA's ``session.status`` events, signed with HMAC-SHA512 (``X-Webhook-Hmac``)."""
-    key = runtime.settings().waha_webhook_hmac_key
-    raw = request.get_data(cache=True)
+def _hmac_ok(key: str | None) -> bool:
+    """WAHA's signature of the raw body (``X-Webhook-Hmac``, HMAC-SHA512) checked in constant time."""
+    raw = request.get_data(cache=True)  # read first: a body past the limit is a 413 before anything else
     presented = request.headers.get("X-Webhook-Hmac", "").strip().lower()
     expected = hmac.new(key.encode(), raw, hashlib.sha512).hexdigest() if key else ""
-    if not key or not hmac.compare_digest(presented, expected):
+    return bool(key) and hmac.compare_digest(presented, expected)
+
+
+def _deliver(company_id: int | None) -> Any:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return error_response(400, "Некорректный запрос")
+    for event in gateway.translate(body):
+        if company_id is not None:
+            event["company_id"] = company_id
+        gateway.deliver_event(event)
+    return jsonify(success=True)
+
+
+@bp.post("/whatsapp/events/<id:company_id>")
+def company_gateway_events(company_id: int) -> Any:
+    """One company's gateway events (Evolution API, WAHA), proven by the company's secret in the URL and,
+    when WAHA signs its deliveries and a key is set, by their HMAC as well."""
+    request.get_data(cache=True)  # a body past the limit is a 413 before anything else
+    key = runtime.settings().waha_webhook_hmac_key
+    signature_wrong = "X-Webhook-Hmac" in request.headers and bool(key) and not _hmac_ok(key)
+    if not verify_gateway_events_secret(company_id, request.args.get("secret")) or signature_wrong:
+        log.warning("rejected a gateway event for company %s with a wrong secret or signature", company_id)
+        return error_response(401, "Unauthorized")
+    return _deliver(company_id)
+
+
+@bp.post("/whatsapp/events")
+def gateway_events() -> Any:
+    """WAHA's events signed with HMAC-SHA512 (``X-Webhook-Hmac``), for sessions named after their company."""
+    if not _hmac_ok(runtime.settings().waha_webhook_hmac_key):
         log.warning("rejected a gateway event with a missing or wrong signature")
         return error_response(401, "Unauthorized")
-    event = request.get_json(silent=True)
-    if not isinstance(event, dict):
-        return error_response(400, "Некорректный запрос")
-    gateway.deliver_event(event)
-    return jsonify(success=True)
+    return _deliver(None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Response, jsonify, render_template
 
 from services.platform import health
+from services.whatsapp import health as whatsapp_health
 from web.limits import public_limit
 from web.marketplace import bp
 
@@ -40,8 +41,10 @@ def self_test() -> Response:
 
 @bp.get("/health")
 def readiness() -> tuple[Response, int]:
-    """Database, broker and worker reachability (200 ready, 503 not), beat's heartbeat age."""
+    """Database, broker and worker reachability (200 ready, 503 not), beat's heartbeat age, the WhatsApp gateway."""
     ready, checks = health.report()
+    # Reported, as beat is: a gateway refusing salons is an operator's problem, not the web's readiness.
+    checks["whatsapp"] = health.check(whatsapp_health.gateway_check)
     body = jsonify(success=ready, status="ok" if ready else "unavailable", checks=checks)
     return body, 200 if ready else 503
 
