@@ -19,11 +19,27 @@ def _module_exists(dotted: str) -> bool:
 
 def test_compose_has_the_full_stack():
     services = COMPOSE["services"]
-    assert {"web", "worker", "beat", "flower", "redis", "postgres", "waha", "migrate"} <= set(services)
-    assert services["waha"]["image"].startswith("devlikeapro/waha")
-    for name in ("web", "worker", "beat", "flower", "redis", "postgres", "waha"):
+    assert {"web", "worker", "beat", "flower", "redis", "postgres", "evolution", "gateway-db", "waha",
+            "migrate"} <= set(services)
+    for name in ("web", "worker", "beat", "flower", "redis", "postgres", "evolution", "gateway-db", "waha"):
         assert "healthcheck" in services[name], name
     assert services["web"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_the_gateway_services_are_pinned_and_match_the_adapters():
+    services, app_env = COMPOSE["services"], COMPOSE["services"]["web"]["environment"]
+    evolution, waha = services["evolution"], services["waha"]
+    # Pinned releases (the adapters are written against them), never "latest".
+    assert re.fullmatch(r"evoapicloud/evolution-api:v2\.\d+\.\d+", evolution["image"])
+    assert re.fullmatch(r"devlikeapro/waha:\w+-\d{4}\.\d+\.\d+", waha["image"])
+    # Evolution is the default and has a database of its own, which it waits for.
+    assert app_env["WHATSAPP_GATEWAY"] == "${WHATSAPP_GATEWAY:-evolution}"
+    assert app_env["EVOLUTION_URL"] == "http://evolution:8080" and app_env["WAHA_URL"] == "http://waha:3000"
+    assert "@gateway-db:5432/" in evolution["environment"]["DATABASE_CONNECTION_URI"]
+    assert evolution["depends_on"]["gateway-db"]["condition"] == "service_healthy"
+    assert evolution["environment"]["AUTHENTICATION_API_KEY"].startswith("${EVOLUTION_API_KEY")
+    assert "ports" not in evolution and "ports" not in waha  # the gateways stay on the private network
+    assert waha["profiles"] == ["waha"]
 
 
 def test_every_app_command_refers_to_existing_code():
