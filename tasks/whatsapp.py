@@ -188,3 +188,9 @@ def reconcile_sweep() -> int:
 def simulator_rotate_qr(session: str, attempt: str, index: int) -> bool:
     """Simulator timer: the next QR of an attempt, or the end of the attempt (stale timers do nothing)."""
     return gateway.simulator_rotate(session, attempt, index)
+
+
+@shared_task(name=Job.WHATSAPP_SIMULATOR_ACK, acks_late=True)
+def simulator_ack(session: str, message_id: str, ack: int) -> None:
+    """Simulator timer: the client's phone acknowledges one of our messages."""
+    gateway.simulator_ack(session, message_id, ack)

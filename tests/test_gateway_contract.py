@@ -50,8 +50,8 @@ class Driver:
     gateway: WhatsAppGateway
     events: list[dict[str, Any]]
     scan: Callable[[str, str], None]
-    incoming: Callable[[str, str, str], str] | None
-    ack: Callable[[str, str, int], None] | None
+    incoming: Callable[[str, str, str], str]
+    ack: Callable[[str, str, int], None]
     forget_number: Callable[[str], None]
     webhook_url: str | None = None
 
@@ -71,8 +71,7 @@ def driver(request: pytest.FixtureRequest, backends: Any) -> Iterator[Driver]:
             sim.scan(session, phone)  # WhatsApp's 515 "restart required": the service restarts, as WAHA does itself
             sim.restart(session)
 
-        yield Driver(sim, events, scan, None, None,
-                     lambda digits: sim.set_number_exists(digits, False))
+        yield Driver(sim, events, scan, sim.reply, sim.ack, lambda digits: sim.set_number_exists(digits, False))
         for key in client.scan_iter(prefix + "*"):
             client.delete(key)
         client.close()
@@ -138,8 +137,6 @@ def test_sending_returns_the_gateway_message_id_and_numbers_are_checked(driver):
 
 
 def test_incoming_messages_and_receipts_arrive_in_the_internal_shape(driver):
-    if driver.incoming is None or driver.ack is None:
-        pytest.skip("the simulator's reply and receipt simulation comes with client messaging")
     _link(driver, "company-1")
     message_id = driver.incoming("company-1", CLIENT, "1")
     wait_until(lambda: any(e["event"] == "message" for e in driver.events), timeout=10)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from integrations.whatsapp.simulator import ROTATE_TASK
+from integrations.whatsapp.simulator import ACK_TASK, ROTATE_TASK
 from services.platform.jobs import Job
 
 
@@ -17,6 +17,7 @@ def test_the_beat_schedule_and_the_simulator_use_registered_names(app):
     schedule = app.extensions["celery"].conf.beat_schedule
     assert all(Job(entry["task"]) for entry in schedule.values())
     assert Job(ROTATE_TASK) is Job.WHATSAPP_SIMULATOR_ROTATE_QR
+    assert Job(ACK_TASK) is Job.WHATSAPP_SIMULATOR_ACK
 
 
 def test_beat_sends_only_tasks_that_store_no_result(app):

@@ -48,3 +48,31 @@ def reconcile(company_id: int) -> None:
     click.echo(f"company {company_id}: {outcome}")
     if outcome == "unreachable":
         raise click.ClickException("the WhatsApp gateway could not be reached")
+
+
+@whatsapp_cli.command("simulate-reply")
+@click.argument("company_id", type=int)
+@click.argument("phone")
+@click.argument("text")
+def simulate_reply(company_id: int, phone: str, text: str) -> None:
+    """Simulator: the client with PHONE writes TEXT to COMPANY_ID's WhatsApp (e.g. «1» to confirm)."""
+    try:
+        message_id = gateway.simulate_reply(company_id, phone, text)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"received: company {company_id} got {text!r} from {phone} (message {message_id})")
+
+
+@whatsapp_cli.command("simulate-ack")
+@click.argument("company_id", type=int)
+@click.argument("message_id")
+@click.option("--ack", type=click.Choice(["delivered", "read", "failed"]), default="read", show_default=True)
+def simulate_ack(company_id: int, message_id: str, ack: str) -> None:
+    """Simulator: the client's phone reports our message MESSAGE_ID (as `messages list` shows it) delivered,
+    read or failed."""
+    level = {"delivered": 2, "read": 3, "failed": -1}[ack]
+    try:
+        gateway.simulate_ack(company_id, message_id, level)
+    except ServiceError as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"acknowledged: message {message_id} {ack}")

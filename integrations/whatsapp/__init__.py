@@ -37,5 +37,6 @@ def make_gateway(settings: Settings, redis: Redis, schedule: Schedule, deliver: 
         return EvolutionGateway(settings.evolution_url, settings.evolution_api_key, settings.evolution_timeout_seconds)
     if settings.whatsapp_gateway == "waha":
         return WahaGateway(settings.waha_url, settings.waha_api_key, settings.waha_timeout_seconds)
-    timings = SimulatorTimings(settings.simulator_qr_first_ttl, settings.simulator_qr_ttl, settings.simulator_qr_count)
+    timings = SimulatorTimings(settings.simulator_qr_first_ttl, settings.simulator_qr_ttl, settings.simulator_qr_count,
+                               settings.simulator_send_seconds)
     return SimulatorGateway(redis, settings.key("simulator"), timings, schedule, deliver)

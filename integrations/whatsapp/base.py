@@ -17,12 +17,35 @@ Deliver = Callable[[GatewayEvent], None]
 Schedule = Callable[[str, list[Any], float], None]
 
 
-class GatewayError(Exception):
-    """The gateway refused a request or could not be reached."""
+def message_key(message_id: object) -> str | None:
+    """WhatsApp's own key of a message, from any form a gateway gives its id.
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    WAHA serialises ids as ``<fromMe>_<chat>_<key>[_<participant>]`` (``{"_serialized": …}`` in
+    WEBJS) in events but NOWEB answers a send with the bare ``key.id``; Evolution gives ``key.id``.
+    """
+    if isinstance(message_id, dict):
+        message_id = message_id.get("_serialized") or message_id.get("id")
+    if not isinstance(message_id, str) or not message_id or len(message_id) > 256:
+        return None
+    parts = message_id.split("_")
+    if len(parts) >= 3 and parts[0] in ("true", "false"):
+        return parts[2] or None
+    return message_id
+
+
+class GatewayError(Exception):
+    """The gateway refused a request or could not be reached.
+
+    ``status`` is the gateway's HTTP status when it answered. ``never_sent`` is True when the request
+    provably did not reach the gateway (connection refused, name not resolved), False when it may
+    have (a timeout after the request went out, a broken answer): a message in that state is not
+    sent again blindly.
+    """
+
+    def __init__(self, message: str, status: int | None = None, never_sent: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.never_sent = never_sent or status is not None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 import requests
 
 from integrations.whatsapp.base import GatewayError, GatewayEvent, GatewayInfo, QrCode, SessionInfo, WhatsAppGateway
+from integrations.whatsapp.transport import never_connected
 
 INTEGRATION = "WHATSAPP-BAILEYS"
 # Subscribed by their UPPER_SNAKE names; deliveries name them dotted lowercase.
@@ -71,7 +72,8 @@ class EvolutionGateway(WhatsAppGateway):
             response = self._http.request(method, self._base + path, json=body, params=params,
                                           timeout=timeout or self._timeout)
         except requests.RequestException as exc:
-            raise GatewayError(f"Evolution API unreachable: {type(exc).__name__}") from None
+            raise GatewayError(f"Evolution API unreachable: {type(exc).__name__}",
+                               never_sent=never_connected(exc)) from None
         if response.status_code >= 400 and response.status_code not in allow:
             raise GatewayError(f"Evolution API answered {response.status_code} to {method} {path}: "
                                f"{_message(response)}", response.status_code)

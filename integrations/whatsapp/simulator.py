@@ -32,6 +32,11 @@ from integrations.whatsapp.base import (
 )
 
 ROTATE_TASK = "whatsapp.simulator_rotate_qr"
+ACK_TASK = "whatsapp.simulator_ack"
+# WAHA's ack levels: -1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED.
+ACK_NAMES = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: "PLAYED"}
+# The client's phone confirms delivery this long after a send (read only when simulated).
+DEVICE_ACK_AFTER = 1.0
 # WhatsApp's pairing-code alphabet (no 0, O, I, U).
 PAIRING_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 RESTART_REQUIRED = 515
@@ -43,11 +48,12 @@ STATE_TTL = 30 * 24 * 3600
 
 @dataclass(frozen=True)
 class SimulatorTimings:
-    """QR lifetimes (seconds) and how many codes one login attempt issues."""
+    """QR lifetimes (seconds), how many codes one login attempt issues, how long a send takes to answer."""
 
     first_ttl: float
     ttl: float
     count: int
+    send_seconds: float = 0.0
 
 
 def _b64(n: int) -> str:
@@ -208,26 +214,62 @@ class SimulatorGateway(WhatsAppGateway):
             state.update(status="STOPPED", linked_phone=None, qr=None, qr_expires_at=None, pairing_code=None)
             events.append(self._event(session, state))
 
-    def _working(self, session: str) -> None:
-        if self._load(session)["status"] != "WORKING":
+    def _working(self, session: str) -> dict[str, Any]:
+        state = self._load(session)
+        if state["status"] != "WORKING":
             raise GatewayError("session is not connected", 422)
+        return state
+
+    def _log(self, session: str, entry: dict[str, Any]) -> None:
+        key = self._key(session) + ":outbox"
+        self._redis.rpush(key, json.dumps({**entry, "at": time.time()}))
+        self._redis.expire(key, STATE_TTL)
+
+    def _message_event(self, session: str, state: dict[str, Any], kind: str, payload: dict[str, Any]) -> GatewayEvent:
+        return {"id": "evt_" + uuid.uuid4().hex, "timestamp": int(time.time() * 1000), "event": kind,
+                "session": session, "me": {"id": f"{state.get('linked_phone')}@c.us", "pushName": "Салон"},
+                "payload": payload}
 
     def send_text(self, session: str, phone_digits: str, text: str) -> str:
         self._working(session)
         # WAHA's serialized form of an id of ours: fromMe_chatId_id.
         message_id = f"true_{phone_digits}@c.us_{uuid.uuid4().hex[:20].upper()}"
-        outbox = self._key(session) + ":outbox"
-        self._redis.rpush(outbox, json.dumps({"id": message_id, "chatId": f"{phone_digits}@c.us", "text": text}))
-        self._redis.expire(outbox, STATE_TTL)
+        self._log(session, {"type": "text", "id": message_id, "chatId": f"{phone_digits}@c.us", "text": text})
+        if self.timings.send_seconds:
+            time.sleep(self.timings.send_seconds)  # sent; the answer is slow (a caller may time out or die)
+        self._schedule(ACK_TASK, [session, message_id, 2], DEVICE_ACK_AFTER)
         return message_id
 
+    def ack(self, session: str, message_id: str, ack: int) -> None:
+        """The client's phone reports our message ``message_id`` delivered (2), read (3) or failed (-1)."""
+        state = self._load(session)
+        chat = message_id.split("_")[1] if message_id.count("_") >= 2 else None
+        self._deliver(self._message_event(session, state, "message.ack", {
+            "id": message_id, "from": f"{state.get('linked_phone')}@c.us", "to": chat, "fromMe": True, "ack": ack,
+            "ackName": ACK_NAMES.get(ack, "ERROR")}))
+
     def typing(self, session: str, phone_digits: str, seconds: float) -> None:
+        # Shown until the next message, as WhatsApp does: the caller sends when ``seconds`` have passed.
         self._working(session)
-        time.sleep(max(0.0, seconds))
+        self._log(session, {"type": "typing", "chatId": f"{phone_digits}@c.us", "seconds": seconds})
 
     def number_exists(self, session: str, phone_digits: str) -> bool:
         self._working(session)
         return not self._redis.sismember(self._prefix + ":not_on_whatsapp", phone_digits)
+
+    def reply(self, session: str, phone_digits: str, text: str) -> str:
+        """A client writes ``text`` to the salon's number; the incoming message's id (WAHA's serialized form)."""
+        state = self._working(session)
+        message_id = f"false_{phone_digits}@c.us_3A{uuid.uuid4().hex[:18].upper()}"
+        self._deliver(self._message_event(session, state, "message", {
+            "id": message_id, "timestamp": int(time.time()), "from": f"{phone_digits}@c.us", "fromMe": False,
+            "to": f"{state.get('linked_phone')}@c.us", "body": text, "hasMedia": False}))
+        return message_id
+
+    def sent(self, session: str) -> list[dict[str, Any]]:
+        """What the session sent (texts and typing), oldest first, each with its time ``at``."""
+        raw = cast("list[bytes]", self._redis.lrange(self._key(session) + ":outbox", 0, -1))
+        return [json.loads(item) for item in raw]
 
     def set_number_exists(self, phone_digits: str, exists: bool) -> None:
         """Simulator control: whether ``phone_digits`` has a WhatsApp account (every number has, by default)."""

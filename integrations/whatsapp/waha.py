@@ -27,6 +27,7 @@ from integrations.whatsapp.base import (
     SingleSessionOnly,
     WhatsAppGateway,
 )
+from integrations.whatsapp.transport import never_connected
 
 CORE_SESSION = "default"
 # How long the tier answer is trusted (an operator may swap the image for Plus).
@@ -75,7 +76,7 @@ class WahaGateway(WhatsAppGateway):
         try:
             response = self._http.request(method, self._base + path, json=body, params=params, timeout=self._timeout)
         except requests.RequestException as exc:
-            raise GatewayError(f"WAHA unreachable: {type(exc).__name__}") from None
+            raise GatewayError(f"WAHA unreachable: {type(exc).__name__}", never_sent=never_connected(exc)) from None
         if response.status_code == 422 and "only 'default' session" in response.text:
             raise SingleSessionOnly("WAHA Core serves only the session 'default' (WAHA Plus serves several)", 422)
         if response.status_code >= 400 and response.status_code not in allow:
@@ -159,12 +160,9 @@ class WahaGateway(WhatsAppGateway):
         return found
 
     def typing(self, session: str, phone_digits: str, seconds: float) -> None:
-        chat = {"session": session, "chatId": f"{phone_digits}@c.us"}
-        self._call("POST", "/api/startTyping", chat)
-        try:
-            time.sleep(max(0.0, seconds))
-        finally:
-            self._call("POST", "/api/stopTyping", chat)
+        # WhatsApp shows "typing…" until our next message (or about 25 s): the caller sends after ``seconds``,
+        # so no worker waits here.
+        self._call("POST", "/api/startTyping", {"session": session, "chatId": f"{phone_digits}@c.us"})
 
     def number_exists(self, session: str, phone_digits: str) -> bool:
         answer = self._call("GET", "/api/contacts/check-exists", params={"phone": phone_digits, "session": session})

@@ -41,6 +41,7 @@ class Job(StrEnum):
     WHATSAPP_RECONCILE = "whatsapp.reconcile"
     WHATSAPP_RECONCILE_SWEEP = "whatsapp.reconcile_sweep"
     WHATSAPP_SIMULATOR_ROTATE_QR = "whatsapp.simulator_rotate_qr"
+    WHATSAPP_SIMULATOR_ACK = "whatsapp.simulator_ack"
 
 
 def enqueue(

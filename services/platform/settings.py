@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     simulator_qr_first_ttl: float = Field(60.0, gt=0)
     simulator_qr_ttl: float = Field(20.0, gt=0)
     simulator_qr_count: int = Field(6, ge=1)
+    # How long the simulated gateway takes to answer a send (the text has reached WhatsApp by then).
+    simulator_send_seconds: float = Field(0.0, ge=0)
     qr_wait_seconds: float = Field(8.0, ge=0)
 
     webhook_max_body_bytes: int = Field(256 * 1024, gt=0)

@@ -85,6 +85,30 @@ def simulate_disconnect(company_id: int, code: int) -> None:
     _simulator().disconnect(session_name(company_id), code)
 
 
+def simulate_reply(company_id: int, phone: str, text: str) -> str:
+    """Simulator only: a client with ``phone`` writes ``text`` to the salon's number; the message id."""
+    digits = whatsapp_digits(parse_phone(phone))
+    try:
+        return _simulator().reply(session_name(company_id), digits, text)
+    except GatewayError:
+        raise Conflict("WhatsApp салона не подключён") from None
+
+
+def simulate_ack(company_id: int, message_id: str, ack: int) -> None:
+    """Simulator only: the client's phone reports our message ``message_id`` delivered (2), read (3), failed (-1)."""
+    _simulator().ack(session_name(company_id), message_id, ack)
+
+
+def simulate_absent_number(phone: str) -> None:
+    """Simulator only: ``phone`` has no WhatsApp account from now on."""
+    _simulator().set_number_exists(whatsapp_digits(parse_phone(phone)), False)
+
+
+def simulator_ack(session: str, message_id: str, ack: int) -> None:
+    """Simulator timer: the client's phone acknowledges a message."""
+    _simulator().ack(session, message_id, ack)
+
+
 def simulator_rotate(session: str, attempt: str, index: int) -> bool:
     """Simulator timer: advance the QR rotation (ignored when stale)."""
     return _simulator().rotate(session, attempt, index)

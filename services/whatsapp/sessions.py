@@ -27,7 +27,7 @@ from services.platform.backoff import backoff
 from services.platform.errors import NotFound
 from services.platform.jobs import Job, enqueue
 from services.platform.transactions import add_unless_exists, on_commit
-from services.whatsapp import qr
+from services.whatsapp import events, qr
 from services.whatsapp.gateway import SINGLE_SESSION_REASON, company_id_for_session, gateway, session_name
 
 log = logging.getLogger(__name__)
@@ -227,11 +227,14 @@ def handle_event(event: dict[str, Any]) -> str:
     """Apply one gateway event; returns what was done (for logs and tests)."""
     company_id = event_company(event)
     payload = event.get("payload") if isinstance(event.get("payload"), dict) else None
-    if event.get("event") != "session.status" or company_id is None or payload is None:
+    kind = event.get("event")
+    if kind not in ("session.status", *events.KINDS) or company_id is None or payload is None:
         return "ignored"
     company = db.session.get(Company, company_id)
     if company is None:
         return "ignored"
+    if kind in events.KINDS:
+        return events.handle(company, str(kind), payload)
     row = session_for(company_id, lock=True)
     if event.get("session") not in (None, row.gateway_session):
         return "foreign"  # a session this company no longer uses (renamed, or a single session taken over)
