@@ -9,7 +9,7 @@ from services.platform.jobs import Job
 from services.platform.settings import Settings
 
 # Modules whose @shared_task functions the worker registers.
-TASK_MODULES = ("tasks.health", "tasks.webhooks", "tasks.yclients", "tasks.whatsapp",)
+TASK_MODULES = ("tasks.health", "tasks.webhooks", "tasks.yclients", "tasks.whatsapp", "tasks.messaging")
 
 
 def config_for(settings: Settings) -> dict[str, Any]:
@@ -57,6 +57,8 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "beat_schedule": {
             "beat-heartbeat": {"task": Job.BEAT_HEARTBEAT, "schedule": timedelta(seconds=15)},
             "webhooks-sweep": {"task": Job.WEBHOOKS_SWEEP, "schedule": timedelta(seconds=5)},
+            "messaging-tick": {"task": Job.MESSAGING_TICK,
+                               "schedule": timedelta(seconds=settings.messaging_tick_seconds)},
             "webhooks-prune-rejected": {"task": Job.WEBHOOKS_PRUNE_REJECTED, "schedule": timedelta(minutes=10)},
             "whatsapp-reconcile": {"task": Job.WHATSAPP_RECONCILE_SWEEP, "schedule": timedelta(minutes=1)},
         },

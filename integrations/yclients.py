@@ -1,8 +1,9 @@
-"""The YClients marketplace partner API client (``/marketplace/...``).
+"""The YClients API client with the partner token: the marketplace partner API (``/marketplace/...``)
+and the salon API calls the service needs (``/api/v1/...``).
 
-What the service uses is wrapped: the activation callback and the installation status of our
-application in a salon; ``request`` is the one place that speaks HTTP, so payments and uninstall
-calls can be added beside them.
+What the service uses is wrapped: the activation callback, the installation status of our
+application in a salon, a salon's details (time zone, title, address) and a visit's attendance;
+``call`` is the one place that speaks HTTP, so payments and uninstall calls can be added beside them.
 """
 
 from __future__ import annotations
@@ -77,6 +78,16 @@ def classify(status: int, text: str) -> PartnerResponse:
 
 
 @dataclass(frozen=True)
+class CompanyInfo:
+    """What YClients tells of a salon; fields are None when it did not say (or could not be asked)."""
+
+    response: PartnerResponse
+    title: str | None
+    address: str | None
+    timezone_name: str | None
+
+
+@dataclass(frozen=True)
 class Installation:
     """What YClients says about our application in one salon (``GET /marketplace/salon/{id}/application/{id}``)."""
 
@@ -106,7 +117,12 @@ class YClientsPartnerClient:
         self.session = session or requests.Session()
 
     def request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> PartnerResponse:
-        """One call; network failures and timeouts come back as ``Outcome.RETRY``, never raised."""
+        """One call to the marketplace partner API (``/marketplace…``); see ``call``."""
+        return self.call(method, f"/marketplace{path}", payload)
+
+    def call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> PartnerResponse:
+        """One call to ``path`` under the API base; network failures and timeouts come back as
+        ``Outcome.RETRY``, never raised."""
         headers = {
             "Authorization": f"Bearer {self.partner_token}",
             "Accept": ACCEPT,
@@ -115,7 +131,7 @@ class YClientsPartnerClient:
         try:
             response = self.session.request(
                 method,
-                f"{self.base_url}/marketplace{path}",
+                f"{self.base_url}{path}",
                 json=payload,
                 headers=headers,
                 timeout=self.timeout,
@@ -144,3 +160,21 @@ class YClientsPartnerClient:
         """Whether our application is installed in ``salon_id``, and in which state."""
         response = self.request("GET", f"/salon/{salon_id}/application/{application_id}")
         return Installation(response, _connection_status(response.body))
+
+    def company(self, company_id: int) -> CompanyInfo:
+        """A salon's own details (``GET /api/v1/company/{id}``): title, address, time zone."""
+        response = self.call("GET", f"/api/v1/company/{company_id}")
+        data = response.body.get("data") if isinstance(response.body, dict) else None
+        data = data if isinstance(data, dict) and response.outcome is Outcome.ACCEPTED else {}
+
+        def text(name: str) -> str | None:
+            value = data.get(name)
+            return value.strip() if isinstance(value, str) and value.strip() else None
+
+        return CompanyInfo(response, text("title"), text("address"), text("timezone_name"))
+
+    def set_attendance(self, record_id: int, visit_id: int, attendance: int, comment: str) -> PartnerResponse:
+        """Mark a client's visit (2 confirmed, −1 will not come) through ``PUT /api/v1/visits/{visit}/{record}``."""
+        body = {"attendance": attendance, "comment": comment}
+        return self.call("PUT", f"/api/v1/visits/{visit_id}/{record_id}", body)
+

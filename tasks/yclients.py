@@ -5,6 +5,8 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from services.callbacks import activation
+from services.companies import details
+from services.platform.backoff import backoff
 from services.platform.jobs import Job
 
 
@@ -15,3 +17,12 @@ def send_callback(self: Task, company_id: int) -> str:
     if delay is not None:
         raise self.retry(countdown=delay)
     return "done"
+
+
+@shared_task(bind=True, name=Job.YCLIENTS_FETCH_COMPANY, max_retries=8, acks_late=True)
+def fetch_company(self: Task, company_id: int) -> str:
+    """Keep the salon's title, address and time zone as YClients has them (after activation)."""
+    stored = details.refresh(company_id)
+    if stored is None:
+        raise self.retry(countdown=backoff(self.request.retries + 1, 5.0, 600.0))
+    return "stored" if stored else "none"

@@ -46,7 +46,7 @@ def _kinds(company_id: int) -> list[str]:
 
 def test_an_accepted_callback_activates_the_company(ctx, fake, linked):
     assert activation.attempt_callback(linked.id) is None
-    [call] = fake.calls_for(linked.salon_id)
+    [call] = fake.callbacks_for(linked.salon_id)
     assert call.path == "/marketplace/partner/callback"
     assert call.headers["Authorization"] == f"Bearer {fy.PARTNER_TOKEN}"
     assert call.headers["Accept"] == "application/vnd.yclients.v2+json"
@@ -83,7 +83,7 @@ def test_a_rejection_is_final_and_marks_activation_failed(ctx, fake, linked, rep
     assert (row.status, row.error, row.attempts) == (CallbackStatus.REJECTED, message, 1)
     assert _company(linked.id).integration_status == IntegrationStatus.ACTIVATION_FAILED
     assert _kinds(linked.id)[-1] == "activation_failed"
-    assert len(fake.calls_for(linked.salon_id)) == 1
+    assert len(fake.callbacks_for(linked.salon_id)) == 1
 
 
 def test_transient_failures_are_retried_with_the_same_key_then_succeed(ctx, fake, linked):
@@ -95,7 +95,7 @@ def test_transient_failures_are_retried_with_the_same_key_then_succeed(ctx, fake
     assert "не ответил" in (row.error or "")
     assert activation.attempt_callback(linked.id) is None
     assert _rows(linked.id)[0].status == CallbackStatus.SENT
-    sent_keys = {call.body["api_key"] for call in fake.calls_for(linked.salon_id)}
+    sent_keys = {call.body["api_key"] for call in fake.callbacks_for(linked.salon_id)}
     assert len(sent_keys) == 1 and api_keys.authenticate(sent_keys.pop()) is not None
 
 
@@ -122,24 +122,24 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap(make_app):
 def test_an_active_company_is_not_called_again_automatically(ctx, fake, linked):
     assert activation.attempt_callback(linked.id) is None
     assert activation.attempt_callback(linked.id) is None
-    assert len(fake.calls_for(linked.salon_id)) == 1 and len(_rows(linked.id)) == 1
+    assert len(fake.callbacks_for(linked.salon_id)) == 1 and len(_rows(linked.id)) == 1
 
 
 @pytest.mark.parametrize("status", [IntegrationStatus.PENDING, IntegrationStatus.UNINSTALLED])
 def test_no_callback_before_whatsapp_is_linked(ctx, fake, company_factory, status):
     made = company_factory(status=status)
     assert activation.attempt_callback(made.id) is None
-    assert fake.calls_for(made.salon_id) == [] and _rows(made.id) == []
+    assert fake.callbacks_for(made.salon_id) == [] and _rows(made.id) == []
 
 
 def test_a_new_callback_replaces_the_previous_yclients_key(ctx, fake, linked):
     activation.attempt_callback(linked.id)
-    first_key = fake.calls_for(linked.salon_id)[0].body["api_key"]
+    first_key = fake.callbacks_for(linked.salon_id)[0].body["api_key"]
     company = _company(linked.id)
     company.integration_status = IntegrationStatus.ACTIVATION_FAILED
     db.session.commit()
     activation.attempt_callback(linked.id)
-    second_key = fake.calls_for(linked.salon_id)[1].body["api_key"]
+    second_key = fake.callbacks_for(linked.salon_id)[1].body["api_key"]
     assert first_key != second_key
     assert api_keys.authenticate(first_key) is None and api_keys.authenticate(second_key) is not None
     assert api_keys.authenticate(linked.api_key) is not None
@@ -150,7 +150,7 @@ def test_without_partner_settings_nothing_is_sent(make_app, fake, company_factor
     with app.app_context():
         made = company_factory(status=IntegrationStatus.CONNECTED)
         assert activation.attempt_callback(made.id) is None
-        assert fake.calls_for(made.salon_id) == []
+        assert fake.callbacks_for(made.salon_id) == []
         assert _company(made.id).integration_status == IntegrationStatus.CONNECTED
 
 
@@ -160,7 +160,7 @@ def test_without_partner_settings_nothing_is_sent(make_app, fake, company_factor
 def test_the_task_enqueued_by_name_activates_the_company(ctx, worker, fake, linked):
     ctx.extensions["celery"].send_task("yclients.send_callback", args=[linked.id])
     wait_until(lambda: _company(linked.id).integration_status == IntegrationStatus.ACTIVE, timeout=20)
-    assert len(fake.calls_for(linked.salon_id)) == 1
+    assert len(fake.callbacks_for(linked.salon_id)) == 1
 
 
 def test_the_task_retries_in_the_worker_until_yclients_accepts(ctx, worker, fake, linked):
@@ -189,7 +189,7 @@ def test_endpoint_resends_for_an_active_company(client, ctx, worker, fake, linke
     for _ in range(2):
         response = client.post("/marketplace/callback", json={"company_id": linked.id}, headers=admin_headers)
         assert response.status_code == 200, response.json
-    assert len(fake.calls_for(linked.salon_id)) == 2
+    assert len(fake.callbacks_for(linked.salon_id)) == 2
 
 
 def test_endpoint_answers_502_with_yclients_message_on_rejection(client, worker, fake, linked):

@@ -167,7 +167,7 @@ def test_soak_with_worker_kills(stack: Stack, backends: Backends):
         sent = db.session.scalar(select(func.count()).select_from(Callback).where(
             Callback.company_id.in_(salons), Callback.status == "sent"))
         assert sent == len(salons)
-        posted = {made.salon_id: len([r for r in stack.yclients.calls_for(made.salon_id) if r.method == "POST"])
+        posted = {made.salon_id: len(stack.yclients.callbacks_for(made.salon_id))
                   for made in traffic.salons}
         db.session.remove()
     attempts = sum(e.attempts for e in events)

@@ -120,7 +120,7 @@ def test_scan_restarts_then_connects_and_sends_the_activation_callback(sim):
         assert saved.whatsapp_phone == "+79001234567" and saved.whatsapp_connected_at is not None
         # The callback went to YClients, which accepted it: the company is active.
         wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
-        calls = sim.yclients.calls_for(company.salon_id)
+        calls = sim.yclients.callbacks_for(company.salon_id)
         assert len(calls) == 1 and calls[0].body["salon_id"] == company.salon_id
         kinds = [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=company.id)]
         assert "connected" in kinds and "activated" in kinds
@@ -204,7 +204,7 @@ def test_transient_disconnect_reconnects_with_backoff_and_keeps_the_company_acti
     assert events_named(received, "whatsapp.disconnected") == []
     assert db.session.query(CompanyEvent).filter_by(company_id=company_id, kind="disconnected").count() == 0
     # Only one activation callback in all.
-    assert len(sim.yclients.calls_for(_company(company_id).salon_id)) == 1
+    assert len(sim.yclients.callbacks_for(_company(company_id).salon_id)) == 1
 
 
 def test_logout_and_stop_tasks_end_the_session(sim):

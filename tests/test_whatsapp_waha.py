@@ -87,7 +87,7 @@ def test_qr_scan_and_connect_through_waha(live, waha):
     assert saved.whatsapp_phone == "+79001112233"
     row = db.session.query(WhatsAppSession).filter_by(company_id=company.id).one()
     assert row.status == SessionStatus.WORKING and row.qr_count == 2
-    assert len(live.yclients.calls_for(company.salon_id)) == 1
+    assert len(live.yclients.callbacks_for(company.salon_id)) == 1
 
 
 def test_logout_task_deletes_the_session_at_waha(live, waha):
@@ -114,7 +114,7 @@ def test_a_failure_that_heals_within_the_debounce_is_no_disconnect(live, waha):
     time.sleep(float(live.env["WHATSAPP_DISCONNECT_DEBOUNCE_SECONDS"]) + 1)
     assert _company(company.id).integration_status == "active"
     assert db.session.query(CompanyEvent).filter_by(company_id=company.id, kind="disconnected").count() == 0
-    assert len(live.yclients.calls_for(company.salon_id)) == 1  # no second activation callback
+    assert len(live.yclients.callbacks_for(company.salon_id)) == 1  # no second activation callback
 
 
 def test_a_failure_that_lasts_is_a_disconnect(live, waha):

@@ -41,6 +41,12 @@ class Stack:
                     client.delete(key)
         self.yclients.reset()
 
+    def restart_worker(self, kill: bool = False) -> None:
+        """Stop (or SIGKILL) the stack's worker and start a new one with the same settings."""
+        worker = self.processes[0]
+        worker.kill() if kill else worker.stop()
+        worker.start()
+
     def stop(self) -> None:
         for proc in self.processes:
             proc.stop()

@@ -10,6 +10,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from models import db
+from services.messaging.hooks import connect as connect_messaging
 from services.platform import json_input
 from services.platform.logs import configure_logging
 from services.platform.pubsub import EventBus, MemoryEventBus, RedisEventBus
@@ -19,6 +20,7 @@ from services.whatsapp.gateway import init_app as init_gateway
 from tasks import celery_init_app
 from web.bodies import BoundedJSONProvider
 from web.cli_admin import register_admin_commands
+from web.cli_messages import messages_cli
 from web.cli_webhooks import webhooks_cli
 from web.cli_whatsapp import whatsapp_cli
 from web.errors import register_error_handlers
@@ -100,5 +102,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_admin_commands(app)
     app.cli.add_command(webhooks_cli)
     app.cli.add_command(whatsapp_cli)
+    app.cli.add_command(messages_cli)
+    connect_messaging()
     celery_init_app(app)
     return app

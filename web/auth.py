@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request
 from services.access import api_keys, tokens
 from services.access.api_keys import Principal
 from services.platform import runtime
-from services.platform.errors import Unauthorized
+from services.platform.errors import Forbidden, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PRINCIPAL = "ycwa.principal"
@@ -71,6 +71,22 @@ def presented_valid_credential() -> str | None:
     except Unauthorized:
         return None
     return token
+
+
+def require_company(view: F) -> F:
+    """Allow the key of the company the route names (``company_id``) or the admin key: 401 without a
+    valid key, 403 for another company's."""
+
+    @wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        principal = current_principal()
+        if principal is None:
+            raise Unauthorized("Unauthorized")
+        if not principal.may_act_for(kwargs["company_id"]):
+            raise Forbidden("Нет доступа к этой компании")
+        return view(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def require_admin(view: F) -> F:

@@ -201,6 +201,7 @@ def _record(callback_id: int, response: PartnerResponse) -> float | None:
     if response.outcome is Outcome.ACCEPTED:
         row.status, row.sent_at, row.error = CallbackStatus.SENT, utcnow(), None
         _set_company_outcome(company, row, "activated", IntegrationStatus.ACTIVE)
+        enqueue(Job.YCLIENTS_FETCH_COMPANY, company.id)  # its time zone, for reminders
     else:
         row.error = response.message
         if response.outcome is Outcome.RETRY and row.attempts < runtime.settings().callback_max_attempts:

@@ -42,6 +42,12 @@ class Job(StrEnum):
     WHATSAPP_RECONCILE_SWEEP = "whatsapp.reconcile_sweep"
     WHATSAPP_SIMULATOR_ROTATE_QR = "whatsapp.simulator_rotate_qr"
     WHATSAPP_SIMULATOR_ACK = "whatsapp.simulator_ack"
+    YCLIENTS_FETCH_COMPANY = "yclients.fetch_company"
+    MESSAGING_TICK = "messaging.tick"
+    MESSAGING_DISPATCH = "messaging.dispatch"
+    MESSAGING_DELIVER = "messaging.deliver"
+    MESSAGING_WRITE_ATTENDANCE = "messaging.write_attendance"
+    MESSAGING_REPLAN = "messaging.replan"
 
 
 def enqueue(

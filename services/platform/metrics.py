@@ -28,7 +28,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from models import WebhookEvent, db, utcnow
+from models import Message, MessageState, WebhookEvent, db, utcnow
 from models.webhook_event import EventStatus
 from services.webhooks import rejections
 
@@ -78,6 +78,13 @@ CALLBACKS = Counter(
     "ycwa_callbacks_total", "Activation callbacks to YClients by outcome (sent, rejected, retrying, dead)",
     ["outcome"],
 )
+MESSAGES = Counter(
+    "ycwa_messages_total", "Messages to salons' clients by kind and outcome (sent, delivered, read, failed, "
+    "skipped, expired)", ["kind", "outcome"],
+)
+PACING_WAITS = Counter(
+    "ycwa_messaging_pacing_waits_total", "Sends put off because a number's pacer (gap or daily cap) said wait"
+)
 
 
 class InboxBacklogCollector(Collector):
@@ -106,6 +113,33 @@ class InboxBacklogCollector(Collector):
             if status in self.PENDING:
                 oldest.add_metric([status], _age_seconds(now, first))
         yield counts
+        yield oldest
+
+
+class MessageQueueCollector(Collector):
+    """Outbound messages waiting or in flight, by state, and the age of the oldest (needs an app context)."""
+
+    STATES = (MessageState.PLANNED, MessageState.QUEUED, MessageState.SENDING)
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("ycwa_messages_queue", "Outbound messages by state, counted at scrape time",
+                                  labels=["state"])
+        oldest = GaugeMetricFamily(
+            "ycwa_messages_oldest_due_age_seconds",
+            "How long the oldest due message in each waiting state has been due (0 when none)", labels=["state"],
+        )
+        now = utcnow()
+        rows = db.session.execute(
+            select(Message.state, func.count(), func.min(Message.due_at))
+            .where(Message.state.in_(self.STATES)).group_by(Message.state)
+        ).all()
+        db.session.rollback()
+        found = {row[0]: (int(row[1]), row[2]) for row in rows}
+        for state in self.STATES:
+            count, first = found.get(state, (0, None))
+            depth.add_metric([state], count)
+            oldest.add_metric([state], _age_seconds(now, first))
+        yield depth
         yield oldest
 
 
@@ -182,6 +216,7 @@ def exposition() -> tuple[bytes, str]:
     else:
         registry.register(_ThisProcess())
     registry.register(InboxBacklogCollector())
+    registry.register(MessageQueueCollector())
     registry.register(RejectedSendersCollector())
     registry.register(SpoolCollector())
     return generate_latest(registry), CONTENT_TYPE_LATEST

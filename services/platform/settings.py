@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     simulator_send_seconds: float = Field(0.0, ge=0)
     qr_wait_seconds: float = Field(8.0, ge=0)
 
+    # Messaging a salon's clients (services/messaging): pacing per connected number, typing, retries.
+    whatsapp_max_per_minute: float = Field(4.0, gt=0)
+    whatsapp_daily_cap: int = Field(300, ge=1)
+    whatsapp_typing_ms_per_char: float = Field(40.0, ge=0)
+    whatsapp_typing_max_seconds: float = Field(6.0, ge=0)
+    messaging_max_attempts: int = Field(5, ge=1)
+    # A message left "sending" this long (its worker died mid-send) is failed, never re-sent blindly.
+    messaging_sending_lease_seconds: float = Field(600.0, gt=0)
+    # How often beat looks for due messages (the due query runs once per tick).
+    messaging_tick_seconds: float = Field(5.0, gt=0)
+
     webhook_max_body_bytes: int = Field(256 * 1024, gt=0)
     # Concurrent deliveries share one INSERT and one commit (services/webhooks/writer.py); unset = on
     # for PostgreSQL, off for SQLite (each request then stores its own delivery).

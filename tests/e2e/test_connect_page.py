@@ -52,7 +52,7 @@ def test_register_open_the_page_and_a_cli_scan_shows_success_within_two_seconds(
     expect(page.locator("#connected-phone")).to_have_text("+79001234567")
     expect(page.locator("#state")).to_have_attribute("data-state", "connected")
     # The activation callback ran: YClients got it and the company is active.
-    wait_until(lambda: stack.yclients.calls_for(771001), timeout=10)
+    wait_until(lambda: stack.yclients.callbacks_for(771001), timeout=10)
     with stack.app.app_context():
         def active() -> bool:
             db.session.expire_all()

@@ -4,7 +4,9 @@ Answers are scripted per salon (``fake.script(salon_id, created(), server_error(
 with no script left gets YClients' own answer: ``201 Created`` for the activation callback, and for
 ``GET /marketplace/salon/{salon_id}/application/{application_id}`` the installation that
 ``fake.install(salon_id, status)`` set up (200 with ``data.connection_status``), else 404. Shapes
-follow YClients' documentation and what production saw: 201 JSON, 301 with an HTML body, 403
+follow YClients' documentation and what production saw; ``GET /api/v1/company/{id}`` answers the
+details ``fake.company(...)`` set, and ``PUT /api/v1/visits/{visit}/{record}`` writes the attendance of
+a record ``fake.visit(...)`` made known (``fake.attendance``). 201 JSON, 301 with an HTML body, 403
 "already installed", 401 "Authentication needed." without a valid partner token, 422, 500, and
 answers slower than a timeout.
 """
@@ -27,6 +29,8 @@ from tests.fakes.local_http import LocalHTTPServer
 PARTNER_TOKEN = "test-partner-token-0123456789"
 APPLICATION_ID = 4242
 INSTALLATION_PATH = re.compile(r"^/marketplace/salon/(\d+)/application/(\d+)/?$")
+COMPANY_PATH = re.compile(r"^/api/v1/company/(\d+)/?$")
+VISIT_PATH = re.compile(r"^/api/v1/visits/(\d+)/(\d+)/?$")
 
 
 def signed_user_data(user: dict[str, Any], partner_token: str = PARTNER_TOKEN) -> tuple[str, str]:
@@ -122,6 +126,10 @@ class FakeYClients(LocalHTTPServer):
         self.requests: list[Recorded] = []
         self._scripts: dict[int | None, deque[Reply]] = defaultdict(deque)
         self._installations: dict[tuple[str, int, int], str] = {}
+        self._companies: dict[int, dict[str, Any]] = {}
+        # (visit_id, record_id) -> salon_id of the records the fake knows; their attendance as written.
+        self._visits: dict[tuple[int, int], int] = {}
+        self.attendance: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -142,16 +150,35 @@ class FakeYClients(LocalHTTPServer):
         with self._lock:
             self._installations[(partner_token, application_id, salon_id)] = status
 
+    def company(self, salon_id: int, title: str, address: str, timezone_name: str = "Europe/Moscow",
+                offset_hours: int = 3) -> None:
+        """The salon's details as ``GET /api/v1/company/{id}`` gives them."""
+        with self._lock:
+            self._companies[salon_id] = {"id": salon_id, "title": title, "address": address, "phone": "+74950000000",
+                                         "timezone_name": timezone_name, "timezone": offset_hours}
+
+    def visit(self, salon_id: int, record_id: int, visit_id: int) -> None:
+        """A record (and its visit) exists in ``salon_id``, so its attendance can be written."""
+        with self._lock:
+            self._visits[(visit_id, record_id)] = salon_id
+
     def reset(self) -> None:
         with self._lock:
             self._scripts.clear()
             self._installations.clear()
+            self._companies.clear()
+            self._visits.clear()
+            self.attendance.clear()
             self.requests.clear()
 
     def calls_for(self, salon_id: int) -> list[Recorded]:
         """Recorded requests that name ``salon_id`` (in the JSON body, or in the path of a GET)."""
         with self._lock:
-            return [r for r in self.requests if _salon_of(r.path, r.body) == salon_id]
+            return [r for r in self.requests if self._salon_of(r.path, r.body) == salon_id]
+
+    def callbacks_for(self, salon_id: int) -> list[Recorded]:
+        """The activation callbacks (``POST /marketplace/partner/callback``) recorded for ``salon_id``."""
+        return [r for r in self.calls_for(salon_id) if r.method == "POST" and r.path.endswith("/partner/callback")]
 
     def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -160,13 +187,13 @@ class FakeYClients(LocalHTTPServer):
             body = json.loads(raw) if raw else None
         except ValueError:
             body = raw.decode(errors="replace")
-        salon_id = _salon_of(handler.path, body)
         with self._lock:
+            salon_id = self._salon_of(handler.path, body)
             self.requests.append(Recorded(method, handler.path, dict(handler.headers.items()), body))
             queue = self._scripts.get(salon_id)
             reply = queue.popleft() if queue else None
         if reply is None:
-            reply = self._default(handler)
+            reply = self._default(handler, body)
         if reply.delay and self._stopping.wait(reply.delay):
             return
         data = reply.body.encode()
@@ -181,8 +208,9 @@ class FakeYClients(LocalHTTPServer):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (timeout tests)
 
-    def _default(self, handler: BaseHTTPRequestHandler) -> Reply:
-        scheme, _, token = (handler.headers.get("Authorization") or "").partition(" ")
+    def _default(self, handler: BaseHTTPRequestHandler, body: Any) -> Reply:
+        # "Bearer <partner token>", and for salon API calls optionally ", User <user token>".
+        scheme, _, token = (handler.headers.get("Authorization") or "").split(",")[0].partition(" ")
         with self._lock:
             known = {PARTNER_TOKEN} | {key[0] for key in self._installations}
             installations = dict(self._installations)
@@ -192,13 +220,38 @@ class FakeYClients(LocalHTTPServer):
         if found and handler.command == "GET":
             status = installations.get((token, int(found.group(2)), int(found.group(1))))
             return installation(status) if status else not_found()
+        found = COMPANY_PATH.match(handler.path)
+        if found and handler.command == "GET":
+            with self._lock:
+                company = self._companies.get(int(found.group(1)))
+            return Reply(200, _v2(True, company)) if company else Reply(404, _v2(False, None, "Компания не найдена"))
+        found = VISIT_PATH.match(handler.path)
+        if found and handler.command == "PUT":
+            return self._write_attendance((int(found.group(1)), int(found.group(2))), body)
         if handler.path.rstrip("/") != "/marketplace/partner/callback" or handler.command != "POST":
             return not_found()
         return created()
 
 
-def _salon_of(path: str, body: Any) -> int | None:
-    found = INSTALLATION_PATH.match(path)
-    if found:
-        return int(found.group(1))
-    return body.get("salon_id") if isinstance(body, dict) else None
+    def _write_attendance(self, visit: tuple[int, int], body: Any) -> Reply:
+        """YClients' visit update: both ``attendance`` and ``comment`` are required."""
+        if not isinstance(body, dict) or "attendance" not in body or "comment" not in body:
+            return Reply(422, _v2(False, None, "Поля attendance и comment обязательны"))
+        if body["attendance"] not in (-1, 0, 1, 2):
+            return Reply(422, _v2(False, None, "Недопустимое значение attendance"))
+        with self._lock:
+            if visit not in self._visits:
+                return Reply(404, _v2(False, None, "Визит не найден"))
+            self.attendance[visit] = body["attendance"]
+        return Reply(200, _v2(True, {"id": visit[0], "attendance": body["attendance"]}))
+
+    def _salon_of(self, path: str, body: Any) -> int | None:
+        """The salon a request is about (its path or body names it; a visit's through the records known)."""
+        for pattern in (INSTALLATION_PATH, COMPANY_PATH):
+            found = pattern.match(path)
+            if found:
+                return int(found.group(1))
+        found = VISIT_PATH.match(path)
+        if found:
+            return self._visits.get((int(found.group(1)), int(found.group(2))))
+        return body.get("salon_id") if isinstance(body, dict) else None

@@ -12,6 +12,7 @@ from web.marketplace import (  # noqa: E402,F401
     callback,
     companies,
     connect,
+    messaging,
     metrics,
     openapi,
     pages,
