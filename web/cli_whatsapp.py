@@ -6,6 +6,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from models import Message, db
 from services.platform.errors import ServiceError
 from services.platform.jobs import Job
 from services.whatsapp import gateway
@@ -65,14 +66,20 @@ def simulate_reply(company_id: int, phone: str, text: str) -> None:
 
 @whatsapp_cli.command("simulate-ack")
 @click.argument("company_id", type=int)
-@click.argument("message_id")
+@click.argument("message")
 @click.option("--ack", type=click.Choice(["delivered", "read", "failed"]), default="read", show_default=True)
-def simulate_ack(company_id: int, message_id: str, ack: str) -> None:
-    """Simulator: the client's phone reports our message MESSAGE_ID (as `messages list` shows it) delivered,
-    read or failed."""
+def simulate_ack(company_id: int, message: str, ack: str) -> None:
+    """Simulator: the client's phone reports our MESSAGE (its number in `messages list`, or the gateway's
+    message id) delivered, read or failed."""
+    gateway_id = message
+    if message.isdigit():
+        row = db.session.get(Message, int(message))
+        if row is None or row.company_id != company_id or not row.gateway_message_id:
+            raise click.ClickException(f"company {company_id} has no sent message {message}")
+        gateway_id = row.gateway_message_id
     level = {"delivered": 2, "read": 3, "failed": -1}[ack]
     try:
-        gateway.simulate_ack(company_id, message_id, level)
+        gateway.simulate_ack(company_id, gateway_id, level)
     except ServiceError as exc:
         raise click.ClickException(exc.message) from None
-    click.echo(f"acknowledged: message {message_id} {ack}")
+    click.echo(f"acknowledged: message {message} {ack}")

@@ -219,3 +219,20 @@ def test_messages_wait_while_whatsapp_is_disconnected(live):
                                         headers={"Authorization": f"Bearer {made.api_key}"}).get_json()
     assert status["messages_waiting"] >= 1
     assert _of(made.id, "booking_created")[0].state in MessageState.WAITING
+
+
+def test_the_simulator_cli_answers_as_the_client(live):
+    made = _connected(live)
+    _webhook(live, made, _record(made.salon_id, 709, "2026-09-18T12:00:00+03:00"))
+    wait_until(lambda: _of(made.id, "booking_created") and _of(made.id, "booking_created")[0].state
+               == MessageState.DELIVERED, timeout=20)
+    [announced] = _of(made.id, "booking_created")
+    runner = live.app.test_cli_runner()
+    read = runner.invoke(args=["whatsapp", "simulate-ack", str(made.id), str(announced.id), "--ack", "read"])
+    assert read.exit_code == 0, read.output
+    wait_until(lambda: _of(made.id, "booking_created")[0].state == MessageState.READ, timeout=20)
+    replied = runner.invoke(args=["whatsapp", "simulate-reply", str(made.id), CLIENT, "СТОП"])
+    assert replied.exit_code == 0 and "received" in replied.output
+    wait_until(lambda: _of(made.id, "opt_out_ack"), timeout=20)
+    unknown = runner.invoke(args=["whatsapp", "simulate-ack", str(made.id), "999999"])
+    assert unknown.exit_code != 0 and "no sent message" in unknown.output
