@@ -236,3 +236,27 @@ def test_the_simulator_cli_answers_as_the_client(live):
     wait_until(lambda: _of(made.id, "opt_out_ack"), timeout=20)
     unknown = runner.invoke(args=["whatsapp", "simulate-ack", str(made.id), "999999"])
     assert unknown.exit_code != 0 and "no sent message" in unknown.output
+
+
+def test_a_move_replans_and_a_stale_delivery_changes_nothing(live):
+    made = _connected(live)
+    created = _record(made.salon_id, 710, "2026-09-18T15:00:00+03:00", last_change_date="2026-09-16T14:00:00+03:00")
+    moved = _record(made.salon_id, 710, "2026-09-19T16:00:00+03:00", status="update",
+                    last_change_date="2026-09-16T14:30:00+03:00")
+    _webhook(live, made, created)
+    wait_until(lambda: len(_texts(made.id)) == 1, timeout=20)
+    _webhook(live, made, moved)
+    wait_until(lambda: len(_texts(made.id)) == 2, timeout=20)
+    assert "19 сентября (суббота) в 16:00" in _texts(made.id)[1]["text"]
+    _webhook(live, made, created)  # YClients delivers the older version again, late: nothing changes
+    # The evening before the old date: nothing goes.
+    clock.set_test_time(datetime(2026, 9, 17, 15, 0, 5, tzinfo=UTC))
+    slow_tick(live)
+    assert len(_texts(made.id)) == 2
+    # The evening before the new date: the confirmation request, for the new time, once.
+    clock.set_test_time(datetime(2026, 9, 18, 15, 0, 5, tzinfo=UTC))
+    wait_until(lambda: len(_texts(made.id)) == 3, timeout=20)
+    assert "19 сентября (суббота) в 16:00" in _texts(made.id)[2]["text"] and "Ответьте 1" in _texts(made.id)[2]["text"]
+    slow_tick(live)
+    assert len(_texts(made.id)) == 3
+    assert len(_of(made.id, "booking_moved")) == 1
