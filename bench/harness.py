@@ -150,6 +150,31 @@ def process_cpu_seconds(pid: int | str) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def parent_pids() -> dict[int, int]:
+    """Every live process on this machine and its parent's pid."""
+    parents: dict[int, int] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            parents[int(pid)] = int(proc_stat(pid)[1])
+        except OSError:
+            continue
+    return parents
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU time so far of ``root`` and every live process under it (a Celery worker's pool)."""
+    parents = parent_pids()
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        try:
+            total += process_cpu_seconds(pid)
+        except OSError:
+            continue
+        todo += [child for child, parent in parents.items() if parent == pid]
+    return total
+
+
 def cpu_seconds() -> dict[str, float]:
     """User + system CPU time so far of every process of each component on this machine."""
     totals = dict.fromkeys(COMPONENTS, 0.0)

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from bench.harness import ROOT, free_port, proc_stat, process_cpu_seconds, wait_http, write_table
+from bench.harness import ROOT, free_port, parent_pids, proc_stat, process_cpu_seconds, wait_http, write_table
 
 HEADING = "## Idle `make run`"
 BUDGET_SHARE = 0.02  # of one core, every process together
@@ -43,12 +43,7 @@ def _role(pid: int) -> int:
 
 def _tree(root: int) -> dict[int, tuple[int, bool]]:
     """Every live process under ``root`` (itself included): its role and whether its parent has the same one."""
-    parents: dict[int, int] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            parents[int(entry)] = int(proc_stat(entry)[1])
-        except OSError:
-            continue
+    parents = parent_pids()
     roles: dict[int, tuple[int, bool]] = {}
     todo = [root]
     while todo:
