@@ -3,6 +3,7 @@ and the sections of docs/BENCHMARKS.md they write."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -209,6 +210,14 @@ def write_section(heading: str, section: str) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     DOC.write_text(text.rstrip() + "\n")
+
+
+def publish(results: dict[str, Any], heading: str, section: str, write: bool) -> None:
+    """Print a benchmark's results (as JSON, its settings left out) and its report; record the report when asked."""
+    print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2, default=str))
+    print(section)
+    if write:
+        write_section(heading, section)
 
 
 def write_table(heading: str, table: str) -> None:

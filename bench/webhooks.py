@@ -44,10 +44,10 @@ from bench.harness import (
     create_database,
     drop_database,
     percentile,
+    publish,
     query,
     stop,
     wait_http,
-    write_section,
 )
 from bench.webhook_report import HEADING, report
 
@@ -301,11 +301,7 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="record the results in docs/BENCHMARKS.md")
     args = parser.parse_args()
     results = run(args)
-    print(json.dumps({k: v for k, v in results.items() if k != "settings"}, indent=2, default=str))
-    section = report(results)
-    print(section)
-    if args.write:
-        write_section(HEADING, section)
+    publish(results, HEADING, report(results), args.write)
     sys.exit(0 if results["verify"]["ok"] else 1)
 
 
