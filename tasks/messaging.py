@@ -26,13 +26,13 @@ def tick() -> int:
     return len(companies)
 
 
-@shared_task(name=Job.MESSAGING_DISPATCH, acks_late=True)
+@shared_task(name=Job.MESSAGING_DISPATCH, acks_late=True, ignore_result=True)
 def dispatch_company(company_id: int) -> int | None:
     """Send the salon's next message when its pacer allows; the next run is scheduled by the service."""
     return dispatch.run_dispatcher(company_id).sent
 
 
-@shared_task(name=Job.MESSAGING_DELIVER, acks_late=True)
+@shared_task(name=Job.MESSAGING_DELIVER, acks_late=True, ignore_result=True)
 def deliver(message_id: int, token: int) -> str:
     """Hand one message, whose typing time has passed, to the gateway (once, whatever redelivers it)."""
     return dispatch.deliver(message_id, token)

@@ -65,7 +65,7 @@ def start_session(self: Task, company_id: int) -> str:
     return "failed"
 
 
-@shared_task(name=Job.WHATSAPP_HANDLE_EVENT)
+@shared_task(name=Job.WHATSAPP_HANDLE_EVENT, ignore_result=True)
 def handle_event(parcel_id: str) -> str:
     """Apply one gateway ``session.status`` event (parked under ``parcel_id``) to the session and company."""
     event = parcels.fetch(parcel_id)
@@ -190,7 +190,7 @@ def simulator_rotate_qr(session: str, attempt: str, index: int) -> bool:
     return gateway.simulator_rotate(session, attempt, index)
 
 
-@shared_task(name=Job.WHATSAPP_SIMULATOR_ACK, acks_late=True)
+@shared_task(name=Job.WHATSAPP_SIMULATOR_ACK, acks_late=True, ignore_result=True)
 def simulator_ack(session: str, message_id: str, ack: int) -> None:
     """Simulator timer: the client's phone acknowledges one of our messages."""
     gateway.simulator_ack(session, message_id, ack)

@@ -28,6 +28,15 @@ def test_beat_sends_only_tasks_that_store_no_result(app):
     assert [name for name, entry in schedule.items() if not celery_app.tasks[entry["task"]].ignore_result] == []
 
 
+def test_the_tasks_run_for_every_message_store_no_result(app):
+    """Dispatch, delivery and each gateway receipt run for every message sent: nothing reads their results, and
+    storing them (and their STARTED state) was a fifth of the worker's CPU per message (bench/messaging.py)."""
+    celery_app = app.extensions["celery"]
+    celery_app.loader.import_default_modules()
+    per_message = (Job.MESSAGING_DISPATCH, Job.MESSAGING_DELIVER, Job.WHATSAPP_HANDLE_EVENT, Job.WHATSAPP_SIMULATOR_ACK)
+    assert [name for name in per_message if not celery_app.tasks[name].ignore_result] == []
+
+
 def test_the_one_backoff_curve_doubles_caps_and_jitters():
     from services.platform.backoff import backoff
 
