@@ -9,6 +9,7 @@ import pytest
 
 from models import Company, CompanyEvent, IntegrationStatus, db
 from services.access import salon_sessions, tokens
+from services.messaging import settings
 from tests.fakes.yclients import signed_user_data
 
 USER = {"id": 321, "name": "Ольга", "phone": "79001112233", "email": "olga@example.com", "is_approved": True,
@@ -124,3 +125,62 @@ def test_the_install_redirect_signs_in_to_the_salon_page_once_whatsapp_is_linked
         assert client.get("/marketplace/salon").status_code == 200
     else:
         assert response.status_code == 302 and response.headers["Location"].startswith("/marketplace/connect?")
+
+
+def _signed_in(client, company_factory, **fields):
+    made = company_factory(status=IntegrationStatus.ACTIVE, whatsapp_phone="+79001234567", **fields)
+    _sign_in(client, made.token)
+    return made, _csrf(client)
+
+
+def test_a_template_with_an_unknown_placeholder_is_refused_inline_and_a_valid_one_is_saved(client, company_factory,
+                                                                                          ctx):
+    made, csrf = _signed_in(client, company_factory, title="Салон Лето")
+    refused = client.post("/marketplace/salon/templates", data={
+        "csrf_token": csrf, "kind": "reminder", "text": "Ждём вас, {nickname}!", "action": "save"})
+    assert refused.status_code == 422
+    page = refused.get_data(as_text=True)
+    assert "Неизвестная подстановка {nickname}" in page and "Ждём вас, {nickname}!" in page
+    saved = client.post("/marketplace/salon/templates", data={
+        "csrf_token": csrf, "kind": "reminder", "text": "{client_name}, до встречи в {salon} в {time}!",
+        "action": "save"})
+    assert saved.status_code == 303 and saved.headers["Location"].endswith("#templates")
+    page = client.get("/marketplace/salon").get_data(as_text=True)
+    assert "Анна, до встречи в Салон Лето в 15:00!" in page  # the preview of a sample booking
+    reset = client.post("/marketplace/salon/templates", data={"csrf_token": csrf, "kind": "reminder",
+                                                              "action": "reset"})
+    assert reset.status_code == 303
+    assert "до встречи в Салон Лето" not in client.get("/marketplace/salon").get_data(as_text=True)
+
+
+def test_the_preview_answers_the_page_script_with_the_text_or_the_problem(client, company_factory):
+    _made, csrf = _signed_in(client, company_factory, title="Салон Лето")
+    headers = {"X-CSRF-Token": csrf}
+    good = client.post("/marketplace/salon/preview", json={"kind": "reminder", "template": "Привет, {client_name}"},
+                       headers=headers)
+    assert good.status_code == 200 and good.get_json()["text"] == "Привет, Анна"
+    bad = client.post("/marketplace/salon/preview", json={"kind": "reminder", "template": "{oops}"}, headers=headers)
+    assert bad.status_code == 400 and "Неизвестная подстановка {oops}" in bad.get_json()["errors"]["template"]
+    assert client.post("/marketplace/salon/preview", json={"kind": "reminder"}).status_code == 403
+
+
+def test_settings_are_saved_from_the_form_and_problems_shown_by_their_field(client, company_factory, ctx):
+    made, csrf = _signed_in(client, company_factory)
+    form = {"csrf_token": csrf, "enabled.booking_created": "on", "enabled.reminder": "on",
+            "reminder.0.when": "3", "reminder.0.kind": "reminder", "reminder.1.when": "19:00",
+            "reminder.1.kind": "confirmation_request", "quiet.start": "22:00", "quiet.end": "08:30",
+            "timezone": "Asia/Yekaterinburg", "contact_phone": "8 (900) 111-22-33"}
+    assert client.post("/marketplace/salon/settings", data=form).status_code == 303
+    stored = settings.serialise(db.session.get(Company, made.id))
+    assert stored["timezone"] == "Asia/Yekaterinburg" and stored["contact_phone"] == "+79001112233"
+    assert stored["quiet_hours"] == {"start": "22:00", "end": "08:30"}
+    assert [r.get("hours_before") or r.get("day_before_at") for r in stored["reminders"]] == [3, "19:00"]
+    assert stored["enabled"]["booking_created"] and not stored["enabled"]["booking_cancelled"]
+    refused = client.post("/marketplace/salon/settings", data={**form, "timezone": "Mars/Base", "quiet.end": "25:00",
+                                                               "reminder.0.when": "99"})
+    assert refused.status_code == 422
+    page = refused.get_data(as_text=True)
+    assert 'id="error-timezone"' in page and 'id="error-quiet_hours-end"' in page and 'id="error-reminders-0"' in page
+    assert 'value="Mars/Base"' in page  # what was typed stays in the form
+    db.session.expire_all()
+    assert settings.serialise(db.session.get(Company, made.id))["timezone"] == "Asia/Yekaterinburg"

@@ -61,6 +61,30 @@ def list_messages(company_id: int, state: str | None = None, kind: str | None = 
         conditions.append(Message.phone == phone if phone else Message.phone.contains(text.lstrip("+"),
                                                                                       autoescape=True))
         query = query.where(or_(*conditions))
+    found = [serialise(message, name) for message, name in db.session.execute(query)]
+    answers = _answers([row["id"] for row in found])
+    for row in found:
+        row["reply"] = answers.get(row["id"])
+    return found
+
+
+def _answers(message_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The latest client reply matched to each of these messages (its meaning and text)."""
+    if not message_ids:
+        return {}
+    rows = db.session.scalars(select(InboundMessage).where(InboundMessage.message_id.in_(message_ids))
+                              .order_by(InboundMessage.id))
+    return {row.message_id: {"meaning": row.meaning, "text": row.text} for row in rows if row.message_id}
+
+
+def upcoming(company_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """The salon's messages waiting to go out, soonest first (today's and the days ahead)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit: от 1 до {MAX_PAGE}")
+    query = (select(Message, Client.name).outerjoin(Booking, Booking.id == Message.booking_id)
+             .outerjoin(Client, Client.id == Booking.client_id)
+             .where(Message.company_id == company_id, Message.state.in_(MessageState.WAITING))
+             .order_by(Message.due_at, Message.id).limit(limit))
     return [serialise(message, name) for message, name in db.session.execute(query)]
 
 

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from models import Booking, Company, InboundMessage, Message, MessageState, OptOut, ReplyWrite, db
+from services.companies import company_events
 from services.messaging import outbox
 from services.messaging.replies import Meaning, interpret
 from services.messaging.settings import settings_row
@@ -138,4 +139,6 @@ def apply_receipt(company_id: int, gateway_message_id: str, status: str) -> bool
             message.delivered_at = message.delivered_at or now
     message.updated_at = now
     MESSAGES.labels(kind=message.kind, outcome=message.state).inc()
+    company_events.publish_after_commit(company_id, "message.status", {"messageId": message.id,
+                                                                       "state": message.state})
     return True

@@ -17,6 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from models import Message, MessageState, db
+from services.companies import company_events
 from services.messaging.planner import Plan
 from services.messaging.templates import Kind
 
@@ -36,7 +37,12 @@ def _insert(rows: Sequence[Mapping[str, Any]]) -> list[int]:
     insert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
     statement = (insert(MESSAGES).values(rows).on_conflict_do_nothing(index_elements=["idempotency_key"])
                  .returning(MESSAGES.c.id))
-    return list(db.session.execute(statement).scalars())
+    ids = list(db.session.execute(statement).scalars())
+    if ids:  # one company's rows per call: its salon page shows them live
+        company_id = int(rows[0]["company_id"])
+        company_events.publish_after_commit(company_id, "message.planned", {"companyId": company_id,
+                                                                            "messageIds": ids})
+    return ids
 
 
 def waiting_kinds(booking_id: int) -> frozenset[Kind]:

@@ -16,6 +16,7 @@ from services.messaging.planner import DEFAULT_REMINDERS, ReminderRule, Rules
 from services.messaging.templates import DEFAULTS, EDITABLE, PLACEHOLDERS, Kind, TemplateError, validate
 from services.phones import parse_phone
 from services.platform.errors import InvalidInput
+from services.platform.jobs import Job, enqueue
 
 INVALID = "Некорректные настройки сообщений"
 MAX_REMINDERS = 4
@@ -209,4 +210,11 @@ def update(company: Company, payload: dict[str, Any]) -> MessagingSettings:
     if db.session.get(MessagingSettings, company.id) is None:
         db.session.add(row)
     db.session.flush()
+    return row
+
+
+def change(company: Company, payload: dict[str, Any]) -> MessagingSettings:
+    """``update`` the settings, then re-plan the salon's reminders by the new rules after commit. Caller commits."""
+    row = update(company, payload)
+    enqueue(Job.MESSAGING_REPLAN, company.id)
     return row

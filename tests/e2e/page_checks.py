@@ -28,11 +28,21 @@ def horizontal_overflow(page: Page) -> int:
     return int(page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth"))
 
 
+def _overflowing(page: Page) -> list[str]:
+    """The elements reaching past the viewport's right edge or overflowing their own box, for the message."""
+    return list(page.evaluate("""() => Array.from(document.querySelectorAll('body *')).filter(e =>
+          e.getBoundingClientRect().right > document.documentElement.clientWidth ||
+          (e.clientWidth > 0 && e.scrollWidth > e.clientWidth + 1 && getComputedStyle(e).overflowX === 'visible'))
+        .slice(0, 8).map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') +
+                               (typeof e.className === 'string' && e.className ? '.' + e.className : ''))"""))
+
+
 def check_page(page: Page, name: str, shots: Path) -> None:
     """At phone and desktop widths: a full-page screenshot, no horizontal scroll, no serious axe violation."""
     for label, viewport in (("phone", PHONE), ("desktop", DESKTOP)):
         page.set_viewport_size(viewport)
         page.screenshot(path=str(shots / f"{name}-{label}.png"), full_page=True)
-        assert horizontal_overflow(page) <= 0, f"{name} scrolls sideways at {label} width"
+        assert horizontal_overflow(page) <= 0, (f"{name} scrolls sideways at {label} width by "
+                                                f"{horizontal_overflow(page)} px: {_overflowing(page)}")
         violations = axe_violations(page)
         assert violations == [], f"{name} at {label} width: {violations}"

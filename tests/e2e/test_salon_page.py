@@ -4,7 +4,9 @@ and do not scroll sideways at phone and desktop widths."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -118,3 +120,40 @@ def test_the_landing_and_connect_pages_pass_axe_at_both_widths(stack, page, shot
     page.goto(stack.base_url + registered["connect_url"])
     expect(page.locator("#qr-image")).to_be_visible(timeout=10_000)
     check_page(page, "connect", shots)
+
+
+def test_the_template_editor_shows_an_unknown_placeholder_inline_then_saves_and_previews(stack, page):
+    _linked(stack, 772006, "+79001230006")
+    _sign_in(page, stack, 772006)
+    page.click("#template-reminder summary")
+    text = page.locator("#text-reminder")
+    text.fill("{client_name}, ждём вас {когда}")
+    error = page.locator("#template-error-reminder")
+    expect(error).to_be_visible(timeout=5_000)
+    expect(error).to_contain_text("Неизвестная подстановка {когда}")
+    expect(text).to_have_attribute("aria-invalid", "true")
+    text.fill("{client_name}, ждём вас в {time}, {salon}")
+    expect(error).to_be_hidden(timeout=5_000)
+    expect(page.locator("#preview-reminder")).to_have_text(re.compile(r"^Анна, ждём вас в 15:00, "))
+    page.click("#template-reminder button[value=save]")
+    expect(page).to_have_url(re.compile(r"/marketplace/salon#templates$"))
+    page.click("#template-reminder summary")
+    expect(page.locator("#text-reminder")).to_have_value("{client_name}, ждём вас в {time}, {salon}")
+    expect(page.locator("#preview-reminder")).to_have_text(re.compile(r"^Анна, ждём вас в 15:00, "))
+
+
+def test_a_booking_webhook_appears_in_the_log_live(stack, page):
+    registered = _linked(stack, 772007, "+79001230007")
+    _sign_in(page, stack, 772007)
+    expect(page.locator("#log")).to_have_count(0)
+    starts = (datetime.now(UTC) + timedelta(days=3)).replace(hour=12, minute=0, second=0, microsecond=0)
+    record = {"company_id": 772007, "resource": "record", "resource_id": 501, "status": "create", "data": {
+        "id": 501, "datetime": starts.isoformat(), "seance_length": 3600, "staff": {"id": 3, "name": "Ольга"},
+        "services": [{"id": 1, "title": "Стрижка"}], "client": {"id": 77, "name": "Вера", "phone": "+79005556677"},
+        "attendance": 0}}
+    delivered = requests.post(registered["webhook_url"], json=record, timeout=10)
+    assert delivered.status_code == 200, delivered.text
+    row = page.locator("#log .row", has_text="Запись создана")
+    expect(row).to_be_visible(timeout=15_000)
+    expect(row).to_contain_text("Вера")
+    expect(page.locator("#upcoming .row", has_text="Вера").first).to_be_visible()

@@ -11,7 +11,6 @@ from models import db
 from services.companies.queries import get_company
 from services.messaging import history, preview, settings
 from services.platform.ids import parse_id
-from services.platform.jobs import Job, enqueue
 from web.auth import require_company
 from web.bodies import json_object
 from web.limits import protected_limit
@@ -34,8 +33,7 @@ def messaging_settings(company_id: int) -> dict[str, Any]:
         return {"success": True, "settings": settings.serialise(get_company(company_id))}
     changes = json_object()  # a body past its limit is a 413 whoever asks
     company = get_company(company_id)
-    row = settings.update(company, changes)
-    enqueue(Job.MESSAGING_REPLAN, company_id)  # reminders follow the new rules
+    row = settings.change(company, changes)
     db.session.commit()
     return {"success": True, "settings": settings.serialise(company, row)}
 
