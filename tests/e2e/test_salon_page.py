@@ -5,6 +5,8 @@ and do not scroll sideways at phone and desktop widths."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,11 +16,15 @@ from urllib.parse import urlencode
 import pytest
 import requests
 from playwright.sync_api import Page, expect
+from sqlalchemy import select
 
+from models import Message, db
 from services.access import salon_sessions
+from services.platform import clock
+from services.platform.jobs import Job
 from tests.e2e.page_checks import check_page
 from tests.fakes.yclients import signed_user_data
-from tests.support import wait_until
+from tests.support import ROOT, wait_until
 from tests.whatsapp_stack import Stack, register, start_stack
 
 OWNER = {"id": 5101, "name": "Ирина", "phone": "79005550101", "email": "irina@example.com", "is_approved": True,
@@ -26,9 +32,13 @@ OWNER = {"id": 5101, "name": "Ирина", "phone": "79005550101", "email": "iri
 STRANGER = {**OWNER, "id": 5102, "name": "Чужой", "salon_name": "Чужой салон"}
 
 
+# Messages go out as fast as the test asks: no typing pause, no gap between sends.
+FAST = {"WHATSAPP_MAX_PER_MINUTE": "600", "WHATSAPP_TYPING_MAX_SECONDS": "0"}
+
+
 @pytest.fixture(scope="module")
 def stack(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
-    started = start_stack(make_app, backends, service_env, run_dir, web=True)
+    started = start_stack(make_app, backends, service_env, run_dir, web=True, **FAST)
     yield started
     started.stop()
 
@@ -142,18 +152,55 @@ def test_the_template_editor_shows_an_unknown_placeholder_inline_then_saves_and_
     expect(page.locator("#preview-reminder")).to_have_text(re.compile(r"^Анна, ждём вас в 15:00, "))
 
 
+def _book(registered: dict[str, Any], salon_id: int, starts: datetime, phone: str = "+79005556677") -> None:
+    """YClients sends a new booking of client Вера to the salon's webhook URL."""
+    record = {"company_id": salon_id, "resource": "record", "resource_id": 501, "status": "create", "data": {
+        "id": 501, "datetime": starts.isoformat(), "seance_length": 3600, "staff": {"id": 3, "name": "Ольга"},
+        "services": [{"id": 1, "title": "Стрижка"}], "client": {"id": 77, "name": "Вера", "phone": phone},
+        "attendance": 0, "visit_id": 9501}}
+    delivered = requests.post(registered["webhook_url"], json=record, timeout=10)
+    assert delivered.status_code == 200, delivered.text
+
+
 def test_a_booking_webhook_appears_in_the_log_live(stack, page):
     registered = _linked(stack, 772007, "+79001230007")
     _sign_in(page, stack, 772007)
     expect(page.locator("#log")).to_have_count(0)
-    starts = (datetime.now(UTC) + timedelta(days=3)).replace(hour=12, minute=0, second=0, microsecond=0)
-    record = {"company_id": 772007, "resource": "record", "resource_id": 501, "status": "create", "data": {
-        "id": 501, "datetime": starts.isoformat(), "seance_length": 3600, "staff": {"id": 3, "name": "Ольга"},
-        "services": [{"id": 1, "title": "Стрижка"}], "client": {"id": 77, "name": "Вера", "phone": "+79005556677"},
-        "attendance": 0}}
-    delivered = requests.post(registered["webhook_url"], json=record, timeout=10)
-    assert delivered.status_code == 200, delivered.text
+    _book(registered, 772007, (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0,
+                                                                              microsecond=0))
     row = page.locator("#log .row", has_text="Запись создана")
     expect(row).to_be_visible(timeout=15_000)
     expect(row).to_contain_text("Вера")
     expect(page.locator("#upcoming .row", has_text="Вера").first).to_be_visible()
+
+
+def _message(stack: Stack, company_id: int, kind: str) -> Message:
+    with stack.app.app_context():
+        query = select(Message).where(Message.company_id == company_id, Message.kind == kind)
+        found = db.session.scalars(query).first()
+        db.session.remove()
+    assert found is not None, kind
+    return found
+
+
+def test_a_reply_1_turns_the_confirmation_row_to_confirmed_live(stack, page, backends):
+    registered = _linked(stack, 772008, "+79001230008")
+    company_id = registered["company_id"]
+    _sign_in(page, stack, 772008)
+    _book(registered, 772008, (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0,
+                                                                              microsecond=0))
+    expect(page.locator("#upcoming .row", has_text="Просьба подтвердить").first).to_be_visible(timeout=15_000)
+    request = _message(stack, company_id, "confirmation_request")
+    with stack.app.app_context():  # the evening before the visit, when the request is due
+        clock.set_test_time(request.due_at + timedelta(minutes=1))
+    stack.app.extensions["celery"].send_task(Job.MESSAGING_TICK.value)
+    row = page.locator(f"#message-{request.id}")
+    expect(row).to_have_attribute("data-state", "sent", timeout=20_000)
+    command = [sys.executable, "-m", "flask", "--app", "wsgi", "whatsapp", "simulate-reply", str(company_id),
+               request.phone, "1"]  # the client answers «1» on the simulated phone
+    result = subprocess.run(command, cwd=ROOT, env=backends.env(**stack.env), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expect(row).to_have_attribute("data-reply", "confirm", timeout=10_000)
+    expect(row).to_contain_text("Подтвердил(а) запись")
+    expect(page.locator("#replies .row", has_text="«1»")).to_be_visible()
