@@ -171,7 +171,7 @@ def test_a_booking_webhook_appears_in_the_log_live(stack, page):
     row = page.locator("#log .row", has_text="Запись создана")
     expect(row).to_be_visible(timeout=15_000)
     expect(row).to_contain_text("Вера")
-    expect(page.locator("#upcoming .row", has_text="Вера").first).to_be_visible()
+    expect(page.locator(".upcoming .row", has_text="Вера").first).to_be_visible()
 
 
 def _message(stack: Stack, company_id: int, kind: str) -> Message:
@@ -189,7 +189,7 @@ def test_a_reply_1_turns_the_confirmation_row_to_confirmed_live(stack, page, bac
     _sign_in(page, stack, 772008)
     _book(registered, 772008, (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0,
                                                                               microsecond=0))
-    expect(page.locator("#upcoming .row", has_text="Просьба подтвердить").first).to_be_visible(timeout=15_000)
+    expect(page.locator(".upcoming .row", has_text="Просьба подтвердить").first).to_be_visible(timeout=15_000)
     request = _message(stack, company_id, "confirmation_request")
     with stack.app.app_context():  # the evening before the visit, when the request is due
         clock.set_test_time(request.due_at + timedelta(minutes=1))

@@ -71,9 +71,15 @@ def _page(errors: dict[str, str] | None = None, status: int = 200) -> Response:
 
 
 @bp.app_template_filter("salon_time")
-def salon_time(value: str | None, zone: ZoneInfo) -> str:
-    """An ISO time as the salon reads it: ``03.12 15:00`` in its own time zone."""
-    return datetime.fromisoformat(value).astimezone(zone).strftime("%d.%m %H:%M") if value else ""
+def salon_time(value: str | None, zone: ZoneInfo, form: str = "%d.%m %H:%M") -> str:
+    """An ISO time as the salon reads it (``03.12 15:00``, or ``form``) in its own time zone."""
+    return datetime.fromisoformat(value).astimezone(zone).strftime(form) if value else ""
+
+
+@bp.app_template_test("salon_today")
+def salon_today(message: dict[str, Any], zone: ZoneInfo, today: str) -> bool:
+    """Whether a message is due on the salon's today (``today`` as ``YYYY-MM-DD``)."""
+    return salon_time(message.get("due_at"), zone, "%Y-%m-%d") == today
 
 
 def _change(payload: dict[str, Any], company_id: int, anchor: str) -> Response:
