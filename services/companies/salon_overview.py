@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from services.access import tokens
+from services.access.salon_sessions import SalonSession
 from services.messaging import dispatch, history, preview, settings
-from services.messaging.templates import EDITABLE
 from services.platform import clock
 from services.whatsapp import gateway, sessions
 
@@ -17,15 +17,16 @@ REPLIES = 10
 DAYS = 30
 
 
-def overview(company_id: int, session_seconds: int, search: str | None = None,
-             before_id: int | None = None) -> dict[str, Any]:
-    """The page's data; the live token lives no longer than the sign-in it was made for."""
+def overview(signed_in: SalonSession, search: str | None = None, before_id: int | None = None) -> dict[str, Any]:
+    """The page of the signed-in company; its live token dies with the sign-in it was made for."""
+    company_id = signed_in.company_id
     company = sessions.get_company(company_id)
     log = history.list_messages(company_id, search=search, limit=PAGE + 1, before_id=before_id)
     return {
         "company": company,
         "status": sessions.snapshot(company_id),
-        "socket_token": tokens.issue_connect_token(company.id, company.salon_id, ttl=max(session_seconds, 1)),
+        "socket_token": tokens.issue_connect_token(company.id, company.salon_id, ttl=max(signed_in.expires_in, 1),
+                                                    session=signed_in.digest),
         "simulator": gateway.simulator_active(),
         "qr_limit": sessions.qr_timings()[2],
         "waiting": dispatch.waiting_count(company_id),
@@ -37,5 +38,5 @@ def overview(company_id: int, session_seconds: int, search: str | None = None,
         "stats": history.stats(company, DAYS),
         "today": clock.now().astimezone(company.zone).date(),
         "settings": settings.serialise(company),
-        "previews": {kind.value: preview.preview(company, kind.value)["text"] for kind in EDITABLE},
+        "previews": preview.previews(company),
     }

@@ -29,6 +29,21 @@ def _booking_context(company: Company, booking: Booking) -> Context:
                    booking.starts_at, company.timezone, company.address, client.phone if client else None)
 
 
+def _context(company: Company, booking_id: Any = None) -> tuple[Context, int | None]:
+    """The booking a preview is rendered against (the named one, else the next upcoming one) and its id;
+    a sample and None when the salon has none."""
+    if booking_id is not None:
+        booking = db.session.scalar(select(Booking).where(Booking.company_id == company.id, Booking.id == booking_id))
+        if booking is None:
+            raise NotFound("Запись не найдена")
+    else:
+        booking = db.session.scalars(
+            select(Booking).where(Booking.company_id == company.id, Booking.starts_at > clock.now(),
+                                  Booking.status != "cancelled").order_by(Booking.starts_at).limit(1)
+        ).first()
+    return (_booking_context(company, booking), booking.id) if booking else (_sample(company), None)
+
+
 def preview(company: Company, kind: Any, template: Any = None, booking_id: Any = None) -> dict[str, Any]:
     """``{"text", "booking_id"}``: ``template`` (or the salon's own, or the default) rendered; the next
     upcoming booking is used when none is named, a sample when the salon has none."""
@@ -41,15 +56,12 @@ def preview(company: Company, kind: Any, template: Any = None, booking_id: Any =
             raise InvalidInput(str(exc), errors={"template": str(exc)}) from None
     else:
         template = (settings_row(company.id).templates or {}).get(kind)
-    booking = None
-    if booking_id is not None:
-        booking = db.session.scalar(select(Booking).where(Booking.company_id == company.id, Booking.id == booking_id))
-        if booking is None:
-            raise NotFound("Запись не найдена")
-    else:
-        booking = db.session.scalars(
-            select(Booking).where(Booking.company_id == company.id, Booking.starts_at > clock.now(),
-                                  Booking.status != "cancelled").order_by(Booking.starts_at).limit(1)
-        ).first()
-    context = _booking_context(company, booking) if booking else _sample(company)
-    return {"text": render(template, Kind(kind), context), "booking_id": booking.id if booking else None}
+    context, used = _context(company, booking_id)
+    return {"text": render(template, Kind(kind), context), "booking_id": used}
+
+
+def previews(company: Company) -> dict[str, str]:
+    """Every editable kind's saved template (or default) rendered against the same next booking, looked up once."""
+    templates = settings_row(company.id).templates or {}
+    context, _used = _context(company)
+    return {kind.value: render(templates.get(kind.value), kind, context) for kind in EDITABLE}

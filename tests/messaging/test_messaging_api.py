@@ -6,9 +6,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 
-from models import IntegrationStatus, Message, MessageState, db
-from services.messaging.templates import DEFAULTS, Kind
+from models import Booking, Client, Company, IntegrationStatus, Message, MessageState, db
+from services.messaging import preview
+from services.messaging.templates import DEFAULTS, EDITABLE, Kind
 from services.platform import clock
 
 NOW = datetime(2026, 9, 10, 12, tzinfo=UTC)
@@ -85,6 +87,33 @@ def test_preview_renders_a_sample_or_a_real_booking_and_refuses_unknown_placehol
     for kind in ("nope", {}, ["reminder"], None, 1):
         assert client.post(_url(salon, "messages/preview"), headers=_key(salon),
                            json={"kind": kind}).status_code == 400
+
+
+def test_all_previews_use_one_lookup_of_the_next_booking(client, salon):
+    """The salon page shows every template at once: the next booking is looked up once, not once per kind."""
+    person = Client(company_id=salon.id, client_id=77, name="Вера", phone="+79005550011")
+    db.session.add(person)
+    db.session.flush()
+    db.session.add(Booking(company_id=salon.id, record_id=77, status="active", starts_at=NOW + timedelta(days=2),
+                           staff_name="Ира", services=["Маникюр"], attendance=0, client_id=person.id))
+    db.session.commit()
+    company = db.session.get(Company, salon.id)
+    selects: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
+        if "FROM bookings" in statement:
+            selects.append(statement)
+
+    assert db.engine is not None
+    sqlalchemy_event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        texts = preview.previews(company)
+    finally:
+        sqlalchemy_event.remove(db.engine, "before_cursor_execute", record)
+    assert len(selects) == 1
+    assert set(texts) == {kind.value for kind in EDITABLE}
+    assert all(texts[kind] == preview.preview(company, kind)["text"] for kind in texts)
+    assert "Вера" in texts[Kind.REMINDER.value]
 
 
 def test_another_companys_key_and_no_key_are_refused(client, salon, company_factory, admin_headers):
