@@ -8,6 +8,8 @@ from urllib.parse import urlsplit
 import pytest
 import redis
 
+from models import IntegrationStatus
+
 
 @pytest.fixture(scope="module")
 def limited_app(make_app):
@@ -193,3 +195,22 @@ def test_unlimited_views_skip_the_limiter_before_it_resolves_limits(limited_app,
     assert resolved == []
     client.post("/marketplace/register", json={})
     assert resolved and set(resolved) == {"marketplace.register"}
+
+
+def test_a_signed_in_salon_page_has_its_own_budget_and_everything_else_counts_on_the_ip(make_app, ctx,
+                                                                                          company_factory):
+    """Live refreshes and previews of salons behind one address do not share its public budget."""
+    app = make_app(ratelimit_enabled=True, ratelimit_public="2/minute", ratelimit_protected="4/minute")
+    env = {"REMOTE_ADDR": "10.0.9.1"}
+    first, second = app.test_client(), app.test_client()
+    for client in (first, second):  # signing in counts on the address, like every public page
+        made = company_factory(status=IntegrationStatus.ACTIVE)
+        signed_in = client.get("/marketplace/salon", query_string={"token": made.token}, environ_base=env)
+        assert signed_in.status_code == 303 and signed_in.headers["X-RateLimit-Limit"] == "2"
+    assert app.test_client().get("/marketplace/salon", environ_base=env).status_code == 429
+    assert app.test_client().get("/marketplace/", environ_base=env).status_code == 429
+    for _ in range(4):
+        page = first.get("/marketplace/salon", environ_base=env)
+        assert page.status_code == 200 and page.headers["X-RateLimit-Limit"] == "4"
+    assert first.get("/marketplace/salon", environ_base=env).status_code == 429
+    assert second.get("/marketplace/salon", environ_base=env).status_code == 200

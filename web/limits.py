@@ -2,7 +2,9 @@
 
 A protected endpoint counts a valid credential (API key, connect token, metrics token) on its own
 budget, and everything else — no credential, or one that does not authenticate — on the client
-IP's: made-up keys share one budget per address, so keys cannot be guessed without limit.
+IP's: made-up keys share one budget per address, so keys cannot be guessed without limit. The salon
+page's routes count the same way: a live salon session is a credential (its own protected budget, so
+salons behind one address do not share one), anything else counts on the public per-IP counter.
 
 Counters live in Redis (Flask-Limiter's storage), so they hold across processes. The client IP is
 ``request.remote_addr`` after ProxyFix has applied the configured number of trusted proxies, so a
@@ -29,6 +31,7 @@ from redis import RedisError
 from services.platform import runtime
 from web.auth import presented_valid_credential
 from web.extensions import limiter
+from web.salon_session import current_session
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +76,21 @@ public_limit = limiter.shared_limit(lambda: runtime.settings().ratelimit_public,
 protected_limit = limiter.shared_limit(
     lambda: runtime.settings().ratelimit_protected, scope="protected", key_func=_credential_identity
 )
+
+
+def _salon_identity() -> str:
+    """A live salon session by its cookie's digest; the client IP without one, as ``public_limit`` keys it."""
+    session = current_session()
+    return "salon:" + session.digest if session else client_ip()
+
+
+def _salon_budget() -> str:
+    settings = runtime.settings()
+    return settings.ratelimit_protected if current_session() else settings.ratelimit_public
+
+
+# Scope "public" too: without a session the counter is the very one of ``public_limit`` (same limit and key).
+salon_limit = limiter.shared_limit(_salon_budget, scope=PUBLIC_SCOPE, key_func=_salon_identity)
 
 
 def _retry_after_if_over(limit: str, *identifiers: str) -> int | None:

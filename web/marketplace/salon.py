@@ -19,7 +19,7 @@ from services.platform.errors import InvalidInput, NotFound, Unauthorized
 from services.platform.ids import parse_id
 from services.whatsapp import sessions, unlink
 from web.bodies import json_object
-from web.limits import public_limit
+from web.limits import salon_limit
 from web.marketplace import bp
 from web.salon_chart import chart
 from web.salon_forms import settings_payload, template_payload
@@ -43,12 +43,15 @@ def signed_in_redirect(company_id: int) -> Response:
 
 
 @bp.get("/salon")
-@public_limit
+@salon_limit
 def salon_page() -> Any:
     """The page; ``?token=`` (a connect link) is exchanged for the session cookie first."""
     if "token" in request.args:
         try:
-            company = sessions.get_company(int(tokens.verify_connect_token(request.args["token"])["company_id"]))
+            claims = tokens.verify_connect_token(request.args["token"])
+            if tokens.SESSION_CLAIM in claims:  # a page's live token: it never opens a session of its own
+                raise Unauthorized(tokens.INVALID_TOKEN)
+            company = sessions.get_company(int(claims["company_id"]))
         except (Unauthorized, NotFound):
             return private(make_response(signed_out_page("Ссылка недействительна")))
         return signed_in_redirect(company.id)
@@ -64,7 +67,7 @@ def _page(errors: dict[str, str] | None = None, status: int = 200) -> Response:
     assert session is not None
     search = (request.args.get("q") or "").strip()[:100] or None
     before_id = parse_id(request.args.get("before"), "before")
-    page = salon_overview.overview(session.company_id, session.expires_in, search, before_id)
+    page = salon_overview.overview(session, search, before_id)
     body = render_template("salon.html", csrf_token=session.csrf_token, chart=chart(page["stats"], page["today"]),
                            errors=errors or {}, form=request.form if errors else {}, **page)
     return private(make_response(body, status))
@@ -94,7 +97,7 @@ def _change(payload: dict[str, Any], company_id: int, anchor: str) -> Response:
 
 
 @bp.post("/salon/settings")
-@public_limit
+@salon_limit
 @require_salon
 def salon_settings(company_id: int) -> Response:
     """Kinds on/off, reminders, quiet hours, time zone, contact phone."""
@@ -102,7 +105,7 @@ def salon_settings(company_id: int) -> Response:
 
 
 @bp.post("/salon/templates")
-@public_limit
+@salon_limit
 @require_salon
 def salon_template(company_id: int) -> Response:
     """Save one template, or put it back to the default."""
@@ -110,7 +113,7 @@ def salon_template(company_id: int) -> Response:
 
 
 @bp.post("/salon/preview")
-@public_limit
+@salon_limit
 @require_salon
 def salon_preview(company_id: int) -> dict[str, Any]:
     """``{"kind", "template"}`` as the client would read it (the next booking, or a sample); a template
@@ -121,7 +124,7 @@ def salon_preview(company_id: int) -> dict[str, Any]:
 
 
 @bp.post("/salon/signout")
-@public_limit
+@salon_limit
 @require_salon
 def salon_signout(company_id: int) -> Any:
     """End the session everywhere and forget the cookie."""
@@ -133,7 +136,7 @@ def salon_signout(company_id: int) -> Any:
 
 
 @bp.post("/salon/disconnect")
-@public_limit
+@salon_limit
 @require_salon
 def salon_disconnect(company_id: int) -> Response:
     """Unlink WhatsApp (the page asked for confirmation first) and show the page again."""
