@@ -10,6 +10,7 @@ import pytest
 from models import Company, CompanyEvent, IntegrationStatus, db
 from services.access import salon_sessions, tokens
 from services.messaging import settings
+from services.platform.errors import Unauthorized
 from tests.fakes.yclients import signed_user_data
 
 USER = {"id": 321, "name": "Ольга", "phone": "79001112233", "email": "olga@example.com", "is_approved": True,
@@ -95,12 +96,22 @@ def test_changes_need_the_csrf_token_and_a_same_site_request(client, company_fac
 def test_sign_out_ends_the_session_even_for_a_copied_cookie(client, app, company_factory):
     made = company_factory(status=IntegrationStatus.ACTIVE)
     value = _cookie(_sign_in(client, made.token)).split(";")[0].split("=", 1)[1]
-    csrf = _csrf(client)
+    page = client.get("/marketplace/salon").get_data(as_text=True)
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    live = re.search(r'data-token="([^"]+)"', page).group(1)
+    assert client.get(f"/marketplace/status/{made.id}", headers={"Authorization": f"Bearer {live}"}).status_code == 200
+    # The page's live token is no sign-in link: it never opens a session of its own.
+    assert app.test_client().get("/marketplace/salon", query_string={"token": live}).status_code == 401
     out = client.post("/marketplace/salon/signout", data={"csrf_token": csrf})
     assert out.status_code == 200 and "Max-Age=0" in _cookie(out)
     other = app.test_client()
     other.set_cookie(salon_sessions.COOKIE, value, path="/marketplace/salon")
     assert other.get("/marketplace/salon").status_code == 401
+    # The live token died with the session; the salon's own connect link still works.
+    assert client.get(f"/marketplace/status/{made.id}", headers={"Authorization": f"Bearer {live}"}).status_code == 401
+    with pytest.raises(Unauthorized):
+        tokens.verify_connect_token(live)
+    assert tokens.verify_connect_token(made.token)["company_id"] == made.id
 
 
 def test_an_uninstalled_salon_loses_its_sessions(client, company_factory, ctx):

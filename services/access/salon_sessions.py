@@ -27,15 +27,25 @@ _ID_BYTES = 32
 
 @dataclass(frozen=True)
 class SalonSession:
-    """A live sign-in: whose page it opens, the token every change must carry, seconds left."""
+    """A live sign-in: whose page it opens, the token every change must carry, seconds left, and the
+    digest of its cookie (what the page's live token names it by)."""
 
     company_id: int
     csrf_token: str
     expires_in: int
+    digest: str
+
+
+def _digest(session_id: str) -> str:
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _key(session_id: str) -> str:
-    return runtime.settings().key("salon_session", hashlib.sha256(session_id.encode()).hexdigest())
+    return _digest_key(_digest(session_id))
+
+
+def _digest_key(digest: str) -> str:
+    return runtime.settings().key("salon_session", digest)
 
 
 def open_session(company_id: int) -> tuple[str, SalonSession]:
@@ -44,7 +54,7 @@ def open_session(company_id: int) -> tuple[str, SalonSession]:
     csrf = secrets.token_urlsafe(_ID_BYTES)
     ttl = runtime.settings().salon_session_ttl_seconds
     runtime.redis().set(_key(session_id), json.dumps({"company_id": company_id, "csrf": csrf}), ex=ttl)
-    return session_id, SalonSession(company_id, csrf, ttl)
+    return session_id, SalonSession(company_id, csrf, ttl, _digest(session_id))
 
 
 def find_session(session_id: str | None) -> SalonSession | None:
@@ -64,7 +74,12 @@ def find_session(session_id: str | None) -> SalonSession | None:
     if company is None or company.integration_status == IntegrationStatus.UNINSTALLED:
         runtime.redis().delete(key)
         return None
-    return SalonSession(company.id, str(stored["csrf"]), max(int(ttl), 0))
+    return SalonSession(company.id, str(stored["csrf"]), max(int(ttl), 0), _digest(session_id))
+
+
+def is_live(digest: object) -> bool:
+    """Whether the session of this cookie digest is still signed in (a token bound to it dies with it)."""
+    return isinstance(digest, str) and len(digest) == 64 and bool(runtime.redis().exists(_digest_key(digest)))
 
 
 def end_session(session_id: str | None) -> None:
