@@ -190,7 +190,9 @@ class FakeYClients(LocalHTTPServer):
         with self._lock:
             salon_id = self._salon_of(handler.path, body)
             self.requests.append(Recorded(method, handler.path, dict(handler.headers.items()), body))
-            queue = self._scripts.get(salon_id)
+            # The company details fetch that follows every activation answers from ``company(...)`` only,
+            # so it never takes an answer scripted for the callback, an installation check or a visit.
+            queue = None if COMPANY_PATH.match(handler.path) else self._scripts.get(salon_id)
             reply = queue.popleft() if queue else None
         if reply is None:
             reply = self._default(handler, body)
