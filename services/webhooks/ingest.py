@@ -49,10 +49,17 @@ class Received:
     reason: str | None = None
 
 
+SQLITE_REFUSALS = ("no such table", "no such column", "table ", "near ")
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """True for a failure of the database itself (unreachable, restarting, locked), not of a row it refused."""
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return True
+    # SQLite reports a statement it refuses (a missing table or column) as an OperationalError too.
+    cause = getattr(exc, "orig", exc)
+    if isinstance(cause, sqlite3.OperationalError) and str(cause).startswith(SQLITE_REFUSALS):
+        return False
     return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, psycopg2.OperationalError,
                             psycopg2.InterfaceError, sqlite3.OperationalError))
 
