@@ -81,7 +81,7 @@ def _fuzz(base_url: str, run_dir: Path, name: str, headers: dict[str, str]) -> l
         str(ST), "--config-file", str(config), "run", f"{base_url}/marketplace/openapi.json", "--url", base_url,
         "--phases", "examples,coverage,fuzzing", "--checks", ",".join(USED_CHECKS),
         "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--generation-database", "none",
-        "--request-timeout", "30", "--workers", "2", "--continue-on-failure", "--no-color",
+        "--request-timeout", "30", "--workers", "1", "--continue-on-failure", "--no-color",
         "--warnings", "off", "--report", "har", "--report-har-path", str(har),
         *(arg for key, value in headers.items() for arg in ("-H", f"{key}: {value}")),
     ]  # fmt: skip
