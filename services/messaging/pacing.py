@@ -45,11 +45,13 @@ JITTER = (1.0, 1.6)
 
 @dataclass(frozen=True)
 class Slot:
-    """The pacer's answer: ``booked``, or how long to wait (``until_tomorrow`` when the day's cap is reached)."""
+    """The pacer's answer: ``booked`` (with the gap drawn until the number's next send), or how long to wait
+    (``until_tomorrow`` when the day's cap is reached)."""
 
     booked: bool
     wait_seconds: float = 0.0
     until_tomorrow: bool = False
+    gap_seconds: float = 0.0
 
 
 def min_gap() -> float:
@@ -73,7 +75,7 @@ def reserve(company_id: int, zone: ZoneInfo, lead: float = 0.0) -> Slot:
     script = runtime.redis().register_script(_RESERVE)
     outcome, detail = script(keys=keys, args=[repr(now), repr(gap), settings.whatsapp_daily_cap, 2 * 86400])
     if int(outcome) == 1:
-        return Slot(True)
+        return Slot(True, gap_seconds=gap)
     if int(outcome) == -1:
         return Slot(False, _seconds_to_local_midnight(zone, now), until_tomorrow=True)
     return Slot(False, float(detail))
