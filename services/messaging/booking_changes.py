@@ -9,6 +9,7 @@ the CLI): planning is idempotent, so it only adds what is missing and drops what
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import select
 
@@ -43,12 +44,10 @@ def _visit(facts: BookingFacts | None, phone: str | None) -> planner.Visit | Non
 
 
 def _plan(company: Company, booking_id: int, kind: ChangeKind, before: BookingFacts | None, after: BookingFacts,
-          version: str) -> list[int]:
-    phone = _phone(after.client_id)
+          version: str, rules: planner.Rules, phone: str | None, now: datetime) -> list[int]:
     after_visit = _visit(after, phone)
     assert after_visit is not None
-    now = clock.now()
-    result = planner.plan(kind, _visit(before, phone), after_visit, rules_for(company), now, version,
+    result = planner.plan(kind, _visit(before, phone), after_visit, rules, now, version,
                           waiting=outbox.waiting_kinds(booking_id))
     if result.skipped:
         log.info("booking %s of company %s: nothing to send (%s)", booking_id, company.id, result.skipped)
@@ -65,7 +64,8 @@ def plan_booking_change(change: BookingChange) -> list[int]:
     if why_not:
         log.info("booking %s of company %s: no messages (%s)", change.booking_id, company.id, why_not)
         return []
-    return _plan(company, change.booking_id, change.kind, change.before, change.after, str(change.event_id))
+    return _plan(company, change.booking_id, change.kind, change.before, change.after, str(change.event_id),
+                 rules_for(company), _phone(change.after.client_id), clock.now())
 
 
 def replan_company(company_id: int) -> int:
@@ -74,11 +74,14 @@ def replan_company(company_id: int) -> int:
     if company is None or _messages_allowed(company):
         return 0
     now = clock.now()
-    rows = db.session.scalars(
-        select(Booking).where(Booking.company_id == company_id, Booking.starts_at > now, Booking.status != "cancelled")
-    )
+    # The salon's rules once, and each client's phone with its booking: not two more queries per booking.
+    rules = rules_for(company)
+    rows = db.session.execute(
+        select(Booking, Client.phone).outerjoin(Client, Client.id == Booking.client_id)
+        .where(Booking.company_id == company_id, Booking.starts_at > now, Booking.status != "cancelled")
+    ).all()
     added = 0
-    for row in rows:
+    for row, phone in rows:
         facts = BookingFacts.of(row)
-        added += len(_plan(company, row.id, ChangeKind.OTHER, facts, facts, ""))
+        added += len(_plan(company, row.id, ChangeKind.OTHER, facts, facts, "", rules, phone, now))
     return added

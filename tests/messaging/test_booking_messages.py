@@ -141,3 +141,21 @@ def test_a_salon_that_never_connected_whatsapp_gets_no_messages(ctx, company_fac
     clock.set_test_time(NOW)
     deliver(pending.id, record(pending.salon_id, 7, "2026-09-10T16:00:00+05:00", "create"))
     assert planned(pending.id) == {}
+
+
+def test_replanning_a_salon_restores_missing_reminders_with_each_clients_phone_and_adds_nothing_twice(salon):
+    from services.messaging.booking_changes import replan_company
+
+    deliver(salon.id, record(salon.salon_id, 31, "2026-09-10T16:00:00+05:00", "create"))
+    other = record(salon.salon_id, 32, "2026-09-10T16:01:00+05:00", "create",
+                   client={"id": 78, "name": "Мария", "phone": "8 900 765-43-21"})
+    deliver(salon.id, other)
+    deliver(salon.id, record(salon.salon_id, 33, "2026-09-10T16:02:00+05:00", "create", client=None))
+    for message in planned(salon.id)["reminder"]:
+        db.session.delete(message)  # say the salon switched the 2-hour reminder off and on again
+    db.session.commit()
+    assert replan_company(salon.id) == 2
+    db.session.commit()
+    reminders = planned(salon.id)["reminder"]
+    assert sorted(m.phone for m in reminders) == ["+79001234567", "+79007654321"]
+    assert replan_company(salon.id) == 0
