@@ -38,12 +38,13 @@ def _gateway_call(company_id: int, action: str, session: str | None) -> bool:
         return False
 
 
-@shared_task(name=Job.WHATSAPP_START_SESSION, bind=True, max_retries=3)
+@shared_task(name=Job.WHATSAPP_START_SESSION, bind=True, max_retries=sessions.RECONNECT_MAX_ATTEMPTS)
 def start_session(self: Task, company_id: int) -> str:
     """Open a new login attempt and ask the gateway to start it (QR codes follow as events).
 
     A single-session gateway (WAHA Core) that another salon already uses refuses the company for good:
-    no retries into ``gateway_unavailable``, a reason an operator reads in health and ``company show``."""
+    no retries into ``gateway_unavailable``, a reason an operator reads in health and ``company show``.
+    An unreachable gateway is retried with backoff for minutes (the status lists the outage meanwhile)."""
     try:
         only_session = gateway.gateway().describe().only_session
         session = sessions.begin_attempt(company_id, only_session)
@@ -135,7 +136,7 @@ def stop_session(self: Task, company_id: int) -> str:
     return _end_session(self, company_id, "stopped", "stop")
 
 
-@shared_task(name=Job.WHATSAPP_END_ATTEMPT, bind=True, max_retries=3)
+@shared_task(name=Job.WHATSAPP_END_ATTEMPT, bind=True, max_retries=sessions.RECONNECT_MAX_ATTEMPTS)
 def end_attempt(self: Task, company_id: int, attempt: int) -> str:
     """Have the gateway drop login ``attempt`` that we ended (QR budget spent, stuck starting)."""
     session = sessions.end_attempt_target(company_id, attempt)

@@ -110,6 +110,8 @@ def _print_overview(report: dict[str, Any]) -> None:
     for name, value in (session or {}).items():
         click.echo(f"  {name}: {value}")
     sections: list[tuple[str, str, Callable[[dict[str, Any]], str]]] = [
+        ("outages", "outages", lambda o: f"{o['service']} unreachable since {o['since']}"
+         f" failures={o['failures']} error={o['error']}"),
         ("api_keys", "api keys", lambda k: f"{k['prefix']}… label={k['label']} created {k['created_at']}"
          + (f" revoked {k['revoked_at']}" if k["revoked_at"] else " active")),
         ("events", "recent events", lambda e: f"{e['id']} {e['created_at']} {e['kind']}"),

@@ -47,6 +47,11 @@ class GatewayError(Exception):
         self.status = status
         self.never_sent = never_sent or status is not None
 
+    @property
+    def unavailable(self) -> bool:
+        """The gateway is down or failing (no answer, or a 5xx): the request is worth repeating later."""
+        return self.status is None or self.status >= 500
+
 
 @dataclass(frozen=True)
 class QrCode:

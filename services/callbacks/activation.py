@@ -31,7 +31,7 @@ from services.access.api_keys import Principal
 from services.access.webhook_secrets import webhook_url
 from services.companies import company_events
 from services.companies.queries import get_company, status_payload
-from services.platform import runtime
+from services.platform import outages, runtime
 from services.platform.backoff import backoff
 from services.platform.dates import iso
 from services.platform.errors import Conflict, NotFound, Unavailable
@@ -197,6 +197,10 @@ def _record(callback_id: int, response: PartnerResponse) -> float | None:
     company = get_company(row.company_id)
     row.http_status = response.http_status
     row.response_excerpt = response.excerpt or None
+    if response.outcome is Outcome.RETRY:
+        outages.failed(outages.YCLIENTS, response.message)
+    else:
+        outages.recovered(outages.YCLIENTS)
     delay = None
     if response.outcome is Outcome.ACCEPTED:
         row.status, row.sent_at, row.error = CallbackStatus.SENT, utcnow(), None

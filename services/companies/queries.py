@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from models import Company, CompanyEvent, IntegrationStatus, WhatsAppSession, db, utcnow
 from services.access import api_keys, tokens
 from services.messaging.dispatch import waiting_count
+from services.platform import outages
 from services.platform.dates import iso
 from services.platform.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from services.platform.ids import MAX_BIG_ID, parse_id
@@ -81,7 +82,8 @@ def company_for_principal(company_id: Any, salon_id: Any, principal: api_keys.Pr
 
 
 def status_payload(company: Company) -> dict[str, Any]:
-    """The reference's status fields, plus the session state, activation time and messages waiting to go."""
+    """The reference's status fields, plus the session state, activation time, messages waiting to go and the
+    outages of the services the salon depends on (the WhatsApp gateway, YClients)."""
     session = db.session.scalar(select(WhatsAppSession).where(WhatsAppSession.company_id == company.id))
     return {
         "company_id": company.id,
@@ -94,6 +96,7 @@ def status_payload(company: Company) -> dict[str, Any]:
         "activated_at": iso(company.activated_at),
         "registered_at": iso(company.registered_at),
         "messages_waiting": waiting_count(company.id),
+        "outages": outages.current(),
     }
 
 

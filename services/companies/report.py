@@ -9,6 +9,7 @@ from sqlalchemy import select
 from models import ApiKey, Callback, CompanyEvent, WebhookEvent, WhatsAppSession, db
 from services.access import webhook_secrets
 from services.companies.queries import get_company
+from services.platform import outages
 from services.platform.dates import iso
 from services.platform.logs import Redactor
 from services.whatsapp.sessions import EXPLANATIONS
@@ -59,6 +60,7 @@ def company_overview(company_id: int, limit: int = 10) -> dict[str, Any]:
             "reconnect_attempts": session.reconnect_attempts,
             "updated_at": iso(session.updated_at),
         },
+        "outages": outages.current(),
         "api_keys": [
             {"prefix": k.prefix, "label": k.label, "created_at": iso(k.created_at), "revoked_at": iso(k.revoked_at)}
             for k in keys

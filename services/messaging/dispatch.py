@@ -29,7 +29,7 @@ from services.messaging.outbox import REMINDER_KINDS
 from services.messaging.settings import settings_row
 from services.messaging.templates import Context, Kind, render
 from services.phones import whatsapp_digits
-from services.platform import clock, runtime
+from services.platform import clock, outages, runtime
 from services.platform.jobs import Job, enqueue
 from services.platform.metrics import MESSAGES, PACING_WAITS
 from services.whatsapp.gateway import gateway
@@ -167,12 +167,17 @@ def send_next(company_id: int) -> Outcome:
         _finish(message, MessageState.SKIPPED, now, why_not)
         db.session.commit()
         return Outcome(again_in=0.0)
+    probe_in = outages.probe_in(outages.WHATSAPP_GATEWAY)
+    if probe_in > 0:
+        db.session.rollback()
+        return Outcome(again_in=probe_in)  # the gateway is away: wait for the next probe, queued
     session = session_for(company_id).gateway_session
     digits = whatsapp_digits(message.phone)
     try:
         exists = numbers.exists(company_id, session, digits)
     except GatewayError as exc:
-        return _retry_later(message, now, f"number check failed: {exc}")
+        # An unreachable gateway is waited out, as in ``deliver``: the tries it cost never fail the message.
+        return _retry_later(message, now, f"number check failed: {exc}", counted=not exc.unavailable)
     if not exists:
         _finish(message, MessageState.SKIPPED, now, "number is not on WhatsApp")
         db.session.commit()
@@ -232,9 +237,14 @@ def deliver(message_id: int, token: int) -> str:
     except GatewayError as exc:
         if not exc.never_sent:
             _finish(message, MessageState.FAILED, now, f"outcome unknown, not sent again: {exc}")
-        elif exc.status is None or exc.status >= 500 or exc.status in (408, 409, 422, 429):
+        elif exc.unavailable:
+            # The gateway is away, not the message at fault: it waits, queued, as long as its deadline allows.
             message.handed_at = None
-            _retry_later(message, now, f"gateway unavailable for now: {exc}")
+            _retry_later(message, now, f"gateway unavailable for now: {exc}", counted=False)
+            return "retry"
+        elif exc.status in (408, 409, 422, 429):
+            message.handed_at = None
+            _retry_later(message, now, f"gateway busy for now: {exc}")
             return "retry"
         else:
             _finish(message, MessageState.FAILED, now, f"gateway refused: {exc}")
@@ -248,9 +258,10 @@ def deliver(message_id: int, token: int) -> str:
     return MessageState.SENT
 
 
-def _retry_later(message: Message, now: datetime, reason: str) -> Outcome:
-    """Back to the queue for another try, or failed once out of attempts."""
-    if message.attempts >= runtime.settings().messaging_max_attempts:
+def _retry_later(message: Message, now: datetime, reason: str, counted: bool = True) -> Outcome:
+    """Back to the queue for another try, or failed once out of attempts (``counted``: the try was the
+    message's own failure, not an outage of the gateway, which it waits out until its deadline)."""
+    if counted and message.attempts >= runtime.settings().messaging_max_attempts:
         _finish(message, MessageState.FAILED, now, reason)
     else:
         message.state, message.reason, message.sending_at, message.updated_at = \

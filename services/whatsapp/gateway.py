@@ -8,7 +8,7 @@ from flask import Flask, current_app
 
 from integrations.whatsapp import GatewayError, SimulatorGateway, WhatsAppGateway, make_gateway
 from services.phones import parse_phone, whatsapp_digits
-from services.platform import parcels, runtime
+from services.platform import outages, parcels, runtime
 from services.platform.errors import Conflict, NotFound
 from services.platform.jobs import Job, enqueue
 
@@ -24,10 +24,39 @@ def _schedule(name: str, args: list[Any], countdown: float) -> None:
     enqueue(name, *args, after_commit=False, countdown=countdown)
 
 
+class _Watched:
+    """A real gateway whose every call reports to the outage register: unreachable or a 5xx opens (or
+    extends) the gateway's outage, any answer closes it (a refusal is an answer: the gateway is up)."""
+
+    def __init__(self, inner: WhatsAppGateway) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._inner, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                result = attribute(*args, **kwargs)
+            except GatewayError as exc:
+                if exc.unavailable:
+                    outages.failed(outages.WHATSAPP_GATEWAY, str(exc))
+                else:
+                    outages.recovered(outages.WHATSAPP_GATEWAY)
+                raise
+            outages.recovered(outages.WHATSAPP_GATEWAY)
+            return result
+
+        return call
+
+
 def init_app(app: Flask) -> None:
     """Give ``app`` the gateway its settings choose; simulator timers and events go through Celery by name."""
     settings = app.config["SETTINGS"]
-    app.extensions[EXTENSION] = make_gateway(settings, app.extensions["redis"], _schedule, deliver_event)
+    chosen = make_gateway(settings, app.extensions["redis"], _schedule, deliver_event)
+    # The simulator is part of this service and never away; a real gateway's reachability is watched.
+    app.extensions[EXTENSION] = chosen if isinstance(chosen, SimulatorGateway) else _Watched(chosen)
 
 
 def gateway() -> WhatsAppGateway:

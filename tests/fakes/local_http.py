@@ -19,20 +19,51 @@ class LocalHTTPServer:
                 pass
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-                owner._handle(self, "GET")
+                owner._dispatch(self, "GET")
 
             def do_POST(self) -> None:  # noqa: N802
-                owner._handle(self, "POST")
+                owner._dispatch(self, "POST")
 
             def do_PUT(self) -> None:  # noqa: N802
-                owner._handle(self, "PUT")
+                owner._dispatch(self, "PUT")
 
             def do_DELETE(self) -> None:  # noqa: N802
-                owner._handle(self, "DELETE")
+                owner._dispatch(self, "DELETE")
 
+        self._handler = Handler
+        self._failing_with: int | None = None
+        self.failed_requests = 0
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _dispatch(self, request: BaseHTTPRequestHandler, method: str) -> None:
+        status = self._failing_with
+        if status is None:
+            self._handle(request, method)
+            return
+        self.failed_requests += 1
+        length = int(request.headers.get("Content-Length") or 0)
+        request.rfile.read(length)
+        self.reply_json(request, status, {"error": "Service Unavailable", "statusCode": status})
+
+    def go_down(self, status: int | None = None) -> None:
+        """The service is away: each request is answered ``status`` (what a proxy in front of a dead
+        service says), or, with None, nothing listens on the port any more (connections are refused)."""
+        if status is not None:
+            self._failing_with = status
+            return
+        self.stop()
+
+    def come_back(self) -> None:
+        """The service answers again, on the same address."""
+        if self._failing_with is not None:
+            self._failing_with = None
+            return
+        self._server = ThreadingHTTPServer(self._server.server_address[:2], self._handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self.start()
 
     def _handle(self, request: BaseHTTPRequestHandler, method: str) -> None:
         raise NotImplementedError
