@@ -233,7 +233,10 @@ def deliver(message_id: int, token: int) -> str:
     message = db.session.get(Message, message_id)
     assert message is not None
     try:
-        gateway_id = gateway().send_text(session, whatsapp_digits(message.phone), text)
+        try:
+            gateway_id = gateway().send_text(session, whatsapp_digits(message.phone), text)
+        finally:
+            pacing.sent(company_id)
     except GatewayError as exc:
         if not exc.never_sent:
             _finish(message, MessageState.FAILED, now, f"outcome unknown, not sent again: {exc}")

@@ -89,6 +89,12 @@ def hold(company_id: int) -> float:
     return float(script(keys=[key], args=[repr(time.time()), repr(min_gap())]))
 
 
+def sent(company_id: int) -> None:
+    """After a send: the gap to the next one counts from now, when the gateway has the text (a slow answer
+    must not let the next one follow closer than the minimum)."""
+    runtime.redis().set(runtime.settings().key("pace", company_id, "last"), repr(time.time()), ex=86400)
+
+
 def typing_seconds(text: str) -> float:
     """How long "typing…" shows before a text goes: proportional to its length, within bounds."""
     settings = runtime.settings()
