@@ -1,6 +1,6 @@
 """The WAHA adapter end to end: our worker drives a local server behaving as WAHA does, which POSTs its
-events to the company's secret URL at our gunicorn; a scan there connects the company. WAHA Plus (signed
-events with ids) and WAHA Core (the one session ``default``, events without id, timestamp or signature)."""
+events to the company's secret URL at our gunicorn; a scan there connects the company (WAHA Plus, signed
+events with ids; WAHA Core's one session ``default`` is held to it in tests/test_waha_core.py)."""
 
 from __future__ import annotations
 
