@@ -20,7 +20,6 @@ from sqlalchemy import select
 
 from models import Company, Message, MessageState, SessionStatus, WhatsAppSession, db
 from services.messaging import numbers
-from services.platform import clock
 from services.platform.jobs import Job, enqueue
 from services.whatsapp import sessions
 from tests.factories import MadeCompany, make_company
@@ -50,11 +49,8 @@ def stack(make_app, backends, service_env, run_dir, waha) -> Iterator[Stack]:
                           CALLBACK_RETRY_BASE_SECONDS="0.5", CALLBACK_RETRY_MAX_SECONDS="2",
                           # Retries seconds apart: tries enough to outlast the outage, as hours of backoff do.
                           CALLBACK_MAX_ATTEMPTS="40", **FAST)
-    with started.app.app_context():
-        clock.set_test_time(NOW)
+    with started.at(NOW):
         yield started
-        clock.set_test_time(None)
-        db.session.remove()
     started.stop()
 
 

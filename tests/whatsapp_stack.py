@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,20 @@ class Stack:
                 if not key.startswith(keep):
                     client.delete(key)
         self.yclients.reset()
+
+    @contextmanager
+    def at(self, moment: datetime) -> Iterator[Stack]:
+        """This stack's app context with every process's test clock at ``moment`` (real time again after)."""
+        from models import db
+        from services.platform import clock
+
+        with self.app.app_context():
+            clock.set_test_time(moment)
+            try:
+                yield self
+            finally:
+                clock.set_test_time(None)
+                db.session.remove()
 
     def restart_worker(self, kill: bool = False) -> None:
         """Stop (or SIGKILL) the stack's worker and start a new one with the same settings."""

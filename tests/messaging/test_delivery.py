@@ -41,11 +41,8 @@ def stack(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
 
 @pytest.fixture
 def live(stack: Stack) -> Iterator[Stack]:
-    with stack.app.app_context():
-        clock.set_test_time(NOW)
+    with stack.at(NOW):
         yield stack
-        clock.set_test_time(None)
-    db.session.remove()
     stack.clean()
 
 

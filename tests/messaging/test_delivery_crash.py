@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import pytest
 
-from models import MessageState, db
+from models import MessageState
 from services.platform import clock
 from tests.messaging.test_delivery import FAST, NOW, _connected, _messages, _of, _record, _texts, _webhook, slow_tick
 from tests.support import wait_until
@@ -22,11 +22,8 @@ def slow_stack(make_app, backends, service_env, run_dir) -> Iterator[Stack]:
     """The gateway takes 4 s to answer a send; a send handed but unanswered for 3 s is past its lease."""
     started = start_stack(make_app, backends, service_env, run_dir, beat=True, SIMULATOR_SEND_SECONDS="4",
                           MESSAGING_SENDING_LEASE_SECONDS="3", **FAST)
-    with started.app.app_context():
-        clock.set_test_time(NOW)
+    with started.at(NOW):
         yield started
-        clock.set_test_time(None)
-    db.session.remove()
     started.stop()
 
 
