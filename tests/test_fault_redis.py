@@ -25,8 +25,8 @@ from tests.factories import booking_delivery as delivery
 from tests.factories import make_company
 from tests.servers import OwnRedis
 from tests.support import Backends, post, wait_until
-from tests.test_websocket import WsClient
 from tests.whatsapp_stack import Stack, start_stack
+from tests.ws_client import WsClient
 
 OUTAGE_SECONDS = float(os.environ.get("FAULT_OUTAGE_SECONDS", "30"))
 

@@ -18,8 +18,8 @@ from services.whatsapp import gateway
 from tests.factories import make_company
 from tests.socketio_client import NAMESPACE, Recorder, Refused
 from tests.support import wait_until
-from tests.test_websocket import WsClient
 from tests.whatsapp_stack import Stack, start_stack
+from tests.ws_client import WsClient
 
 
 @pytest.fixture

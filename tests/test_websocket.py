@@ -4,15 +4,11 @@ only; authentication by message, header or query; the per-IP connection limit ac
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from contextlib import ExitStack
 from typing import Any
 
 import pytest
 import requests
-from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from models import db
 from services.whatsapp import gateway
@@ -20,50 +16,7 @@ from tests.factories import make_company
 from tests.socketio_client import Recorder, Refused
 from tests.support import wait_until
 from tests.whatsapp_stack import Stack, start_stack
-
-
-class WsClient:
-    """A socket client with its own reader thread collecting every frame.
-
-    websockets' client, not simple-websocket's: the server answers a token in the URL or a header
-    right after the handshake, and simple-websocket's client leaves frames that arrive together
-    with the handshake response unread until more data comes.
-    """
-
-    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
-        self.frames: list[dict[str, Any]] = []
-        self.closed = threading.Event()
-        self.close_code: int | None = None
-        self._stack = ExitStack()
-        self._ws = self._stack.enter_context(connect(url, additional_headers=headers, open_timeout=10))
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        try:
-            for raw in self._ws:  # ends when the server closes the socket
-                self.frames.append(json.loads(raw))
-        except ConnectionClosed:
-            pass
-        finally:
-            self.close_code = self._ws.close_code
-            self.closed.set()
-
-    def send(self, event: str, data: dict[str, Any]) -> None:
-        self.send_raw(json.dumps({"event": event, "data": data}))
-
-    def send_raw(self, text: str) -> None:
-        self._ws.send(text)
-
-    def named(self, event: str) -> list[dict[str, Any]]:
-        return [f["data"] for f in list(self.frames) if f["event"] == event]
-
-    def wait_for(self, event: str, timeout: float = 10) -> dict[str, Any]:
-        return wait_until(lambda: (found := self.named(event)) and found[-1], timeout=timeout)
-
-    def close(self) -> None:
-        self._stack.close()
-        self._thread.join(timeout=5)
+from tests.ws_client import WsClient
 
 
 def _ws_url(base: str, query: str = "") -> str:
