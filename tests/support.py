@@ -173,6 +173,21 @@ def detect_backends(tmp_dir: Path) -> Backends:
     return Backends(database_url, redis_url, namespace, description, cleanup)
 
 
+@dataclass(frozen=True)
+class Host:
+    """Where a service process runs: this machine's loopback, or a network namespace with an address of its own."""
+
+    address: str = "127.0.0.1"
+    netns: str | None = None
+
+    def command(self, command: list[str]) -> list[str]:
+        """``command`` as run on this host."""
+        return ["ip", "netns", "exec", self.netns, *command] if self.netns else command
+
+
+LOOPBACK = Host()
+
+
 class ServiceProcess:
     """A service command (Celery worker, gunicorn) run as a child process with the test env."""
 
@@ -236,9 +251,9 @@ def beat_command(schedule: Path) -> list[str]:
             "--schedule", str(schedule)]
 
 
-def web_command(port: int, threads: int = 32) -> list[str]:
-    """A real gunicorn serving the app on ``port``."""
+def web_command(port: int, threads: int = 32, address: str = "127.0.0.1") -> list[str]:
+    """A real gunicorn serving the app on ``address:port``."""
     return [
-        sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"127.0.0.1:{port}",
+        sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "--bind", f"{address}:{port}",
         "--workers", "1", "--threads", str(threads), "wsgi:app",
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,8 +16,18 @@ import redis
 import requests
 from flask import Flask
 
-from tests.fakes.yclients import APPLICATION_ID, PARTNER_TOKEN, FakeYClients
-from tests.support import Backends, ServiceProcess, beat_command, free_port, wait_until, web_command, worker_command
+from tests.fakes.yclients import APPLICATION_ID, PARTNER_TOKEN, FakeYClients, signed_user_data
+from tests.support import (
+    LOOPBACK,
+    Backends,
+    Host,
+    ServiceProcess,
+    beat_command,
+    free_port,
+    wait_until,
+    web_command,
+    worker_command,
+)
 
 SHORT_TIMINGS = {"SIMULATOR_QR_FIRST_TTL": "3", "SIMULATOR_QR_TTL": "2", "SIMULATOR_QR_COUNT": "3"}
 
@@ -76,9 +86,11 @@ class Stack:
 
 
 def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env: dict[str, str], run_dir: Path,
-                web: bool = False, web_workers: int = 1, beat: bool = False, **extra: str) -> Stack:
-    """Start a worker (and gunicorn when ``web``, beat when ``beat``) on a fresh namespace with ``extra`` settings."""
-    yclients = FakeYClients().start()
+                web: bool = False, web_workers: int = 1, beat: bool = False, workers: Sequence[Host] = (LOOPBACK,),
+                beat_host: Host = LOOPBACK, fakes_address: str = "127.0.0.1", **extra: str) -> Stack:
+    """Start a worker on each of ``workers`` (and gunicorn when ``web``, beat on ``beat_host`` when ``beat``) on a
+    fresh namespace with ``extra`` settings; the fake YClients listens on ``fakes_address``."""
+    yclients = FakeYClients(fakes_address).start()
     namespace = f"{backends.namespace}w{uuid.uuid4().hex[:6]}"
     port = free_port()
     env = {
@@ -88,22 +100,37 @@ def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env:
     }
     app = make_app(**{k.lower(): v for k, v in env.items()})
     stack = Stack(namespace, env, app, yclients, backends.redis_url)
-    worker = ServiceProcess(f"worker-{namespace}", worker_command(2), backends.env(**env),
-                            run_dir / f"worker-{namespace}.log").start()
-    stack.processes.append(worker)
+    try:
+        _start_processes(stack, backends, run_dir, port, web, web_workers, beat, workers, beat_host)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
 
-    def worker_ready() -> bool:
-        if not worker.running:
-            raise RuntimeError(worker.output()[-3000:])
+
+def _start_processes(stack: Stack, backends: Backends, run_dir: Path, port: int, web: bool, web_workers: int,
+                     beat: bool, workers: Sequence[Host], beat_host: Host) -> None:
+    app, env, namespace = stack.app, stack.env, stack.namespace
+    for n, host in enumerate(workers):
+        name = f"worker-{namespace}" + (f"-{n}" if n else "")
+        stack.processes.append(ServiceProcess(name, host.command(worker_command(2)), backends.env(**env),
+                                              run_dir / f"{name}.log").start())
+
+    def workers_ready() -> bool:
+        for worker in stack.processes:
+            if not worker.running:
+                raise RuntimeError(worker.output()[-3000:])
+        if not all(" ready." in worker.output() for worker in stack.processes):
+            return False
         try:
             return bool(app.extensions["celery"].send_task("health.ping", args=["ready"]).get(timeout=1))
         except Exception:
             return False
 
-    wait_until(worker_ready, timeout=60, interval=0.2)
+    wait_until(workers_ready, timeout=60, interval=0.2)
     if beat:
-        stack.processes.append(ServiceProcess(f"beat-{namespace}", beat_command(run_dir / f"beat-{namespace}"),
-                                              backends.env(**env), run_dir / f"beat-{namespace}.log").start())
+        stack.processes.append(ServiceProcess(f"beat-{namespace}", beat_host.command(beat_command(
+            run_dir / f"beat-{namespace}")), backends.env(**env), run_dir / f"beat-{namespace}.log").start())
     if web:
         command = web_command(port)
         command[command.index("--workers") + 1] = str(web_workers)
@@ -122,7 +149,6 @@ def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env:
                 return False
 
         wait_until(up, timeout=30, interval=0.2)
-    return stack
 
 
 def collect(app: Flask, company_id: int) -> tuple[list[dict[str, Any]], Callable[[], None]]:
@@ -139,9 +165,17 @@ def events_named(received: list[dict[str, Any]], name: str) -> list[dict[str, An
     return [m["data"] for m in list(received) if m.get("event") == name]
 
 
-def register(stack: Stack, salon_id: int) -> dict[str, Any]:
-    """Register a salon on the stack's web with the admin key: the 201 body (``company_id``, ``connect_url`` …)."""
-    response = requests.post(f"{stack.base_url}/marketplace/register", json={"salon_id": salon_id},
-                             headers={"X-API-Key": stack.env["ADMIN_API_KEY"]}, timeout=10)
+def register(stack: Stack, salon_id: int, user: dict[str, Any] | None = None,
+             session: requests.Session | None = None) -> dict[str, Any]:
+    """Register a salon on the stack's web: with the admin key, or as YClients does it, with ``user`` signed
+    by the partner token (the fake must report the application installed); the 201 body (``company_id``,
+    ``connect_url`` …)."""
+    body: dict[str, Any] = {"salon_id": salon_id}
+    headers = {"X-API-Key": stack.env["ADMIN_API_KEY"]}
+    if user is not None:
+        body["user_data"], body["user_data_sign"] = signed_user_data(user)
+        headers = {}
+    send = session.post if session is not None else requests.post
+    response = send(f"{stack.base_url}/marketplace/register", json=body, headers=headers, timeout=10)
     assert response.status_code == 201, response.text
     return dict(response.json())

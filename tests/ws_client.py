@@ -21,12 +21,15 @@ class WsClient:
     with the handshake response unread until more data comes.
     """
 
-    def __init__(self, url: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, url: str, headers: dict[str, str] | None = None, **connect_options: Any) -> None:
+        """Connect to ``url``; ``connect_options`` go to websockets' ``connect`` (``source_address`` …)."""
         self.frames: list[dict[str, Any]] = []
         self.closed = threading.Event()
         self.close_code: int | None = None
         self._stack = ExitStack()
-        self._ws = self._stack.enter_context(connect(url, additional_headers=headers, open_timeout=10))
+        self._ws = self._stack.enter_context(connect(url, additional_headers=headers, open_timeout=10,
+                                                     **connect_options))
+        self.handshake_headers = self._ws.response.headers if self._ws.response else None
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 

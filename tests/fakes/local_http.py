@@ -1,4 +1,4 @@
-"""A threaded HTTP server on a free loopback port: the base of the fake third-party services."""
+"""A threaded HTTP server on a free port (of loopback unless told): the base of the fake third-party services."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Self
 class LocalHTTPServer:
     """Serves GET, POST, PUT and DELETE by calling ``self._handle(request, method)`` on a request thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1") -> None:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,7 +33,7 @@ class LocalHTTPServer:
         self._handler = Handler
         self._failing_with: int | None = None
         self.failed_requests = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((address, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -86,7 +86,7 @@ class LocalHTTPServer:
 
     @property
     def url(self) -> str:
-        """``http://127.0.0.1:<port>``."""
+        """``http://<address>:<port>``."""
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
 

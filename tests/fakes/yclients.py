@@ -121,8 +121,8 @@ class Recorded:
 class FakeYClients(LocalHTTPServer):
     """The server; ``url`` is what ``YCLIENTS_API_URL`` should be set to."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, address: str = "127.0.0.1") -> None:
+        super().__init__(address)
         self.requests: list[Recorded] = []
         self._scripts: dict[int | None, deque[Reply]] = defaultdict(deque)
         self._installations: dict[tuple[str, int, int], str] = {}
