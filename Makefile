@@ -39,11 +39,15 @@ $(JS_DEPS): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# The topology test puts Debian's nginx in front of two realtime processes (its own config, a free port).
+# The topology test puts Debian's nginx in front of the web and realtime processes, each in a network
+# namespace of its own (iproute2), reaching the shared PostgreSQL and Redis through socat relays.
 nginx:
 	@command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || [ "$$(id -u)" != 0 ] || \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null) || \
 		echo "nginx could not be installed: the topology test will be skipped"
+	@(command -v socat && command -v ip) >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq socat iproute2 >/dev/null) || \
+		echo "socat or iproute2 could not be installed: the topology test will be skipped"
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check .

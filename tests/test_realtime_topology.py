@@ -1,179 +1,221 @@
-"""The compose topology for Socket.IO: two ``realtime`` gunicorn processes behind a real nginx running
-the shipped deploy/nginx.conf (Debian's nginx, on a free port with a folder of its own). Clients from
-many addresses spread over both processes, every request of a client reaches the same one, and an
-event a worker publishes reaches every client exactly once (one fan-out path: the bus)."""
+"""The compose topology at scale (tests/topology.py): the real nginx with the shipped deploy/nginx.conf in
+front of two web and two realtime processes, two workers and beat, each on a host of its own (a network
+namespace), on this run's PostgreSQL and Redis. Through the front door: a salon's whole connect flow with
+live clients on every process, webhooks processed exactly once by one of the workers, Socket.IO clients
+sticking to one realtime process, and the public rate limit exact whichever web process counts."""
 
 from __future__ import annotations
 
 import re
-import shutil
-import socket
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from requests.adapters import HTTPAdapter
+from sqlalchemy import select
 
-from models import db
+from models import Booking, Callback, Company, EventStatus, IntegrationStatus, WebhookEvent, db
 from services.whatsapp import gateway
-from tests.factories import make_company
-from tests.socketio_client import Recorder
-from tests.support import ROOT, ServiceProcess, free_port, wait_until, web_command
-from tests.whatsapp_stack import Stack, start_stack
+from tests.factories import booking_delivery, make_company
+from tests.netns import unavailable
+from tests.support import wait_until
+from tests.topology import NGINX, Client, Topology, running_topology, session_from
+from tests.whatsapp_stack import register
+from tests.ws_client import WsClient
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (make test installs it as root)")
-
-
-def render_nginx_conf(port: int, web: str, realtime: list[str], folder: Path) -> str:
-    """deploy/nginx.conf with this machine's addresses, its own temp folders and an X-Upstream header that
-    says which process answered (the one line the test adds)."""
-    conf = (ROOT / "deploy" / "nginx.conf").read_text()
-    own = "".join(f"    {kind}_temp_path {folder / kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi",
-                                                                          "scgi"))
-    replacements = {
-        "server web:3000;": f"server {web};",
-        "server realtime:3000;": "\n        ".join(f"server {address};" for address in realtime),
-        "listen 80;": f"listen 127.0.0.1:{port};\n        add_header X-Upstream $upstream_addr always;",
-        "http {\n": f"http {{\n    access_log {folder / 'access.log'};\n{own}",
-    }
-    for old, new in replacements.items():
-        assert conf.count(old) == 1, f"deploy/nginx.conf no longer has {old!r}"
-        conf = conf.replace(old, new)
-    return conf
-
-
-@dataclass
-class Topology:
-    stack: Stack
-    url: str
-    realtime: list[str]
-
-
-def _answers(proc: ServiceProcess, url: str) -> bool:
-    if not proc.running:
-        raise RuntimeError(f"{proc.name} exited:\n{proc.output()[-3000:]}")
-    try:
-        return requests.get(url + "/marketplace/test", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture(scope="module")
 def topology(make_app, backends, service_env, run_dir) -> Iterator[Topology]:
-    stack = start_stack(make_app, backends, service_env, run_dir)  # a worker on a namespace of its own
-    try:
-        ports = [free_port(), free_port()]
-        env = backends.env(**{**stack.env, "TRUSTED_PROXIES": "1"})
-        for port in ports:
-            proc = ServiceProcess(f"realtime-{port}", web_command(port), env, run_dir / f"realtime-{port}.log").start()
-            stack.processes.append(proc)
-            wait_until(lambda proc=proc, port=port: _answers(proc, f"http://127.0.0.1:{port}"), timeout=30)
-        folder = run_dir / "nginx"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
-            (folder / kind).mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        realtime = [f"127.0.0.1:{p}" for p in ports]
-        conf = folder / "nginx.conf"
-        conf.write_text(render_nginx_conf(port, realtime[0], realtime, folder))
-        nginx = ServiceProcess("nginx", [str(NGINX), "-p", str(folder), "-c", str(conf), "-g",
-                                         f"daemon off; pid {folder / 'nginx.pid'}; error_log {folder / 'error.log'};"],
-                               env, run_dir / "nginx.log").start()
-        stack.processes.append(nginx)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(nginx, url), timeout=30)
-        yield Topology(stack, url, realtime)
-    finally:
-        stack.stop()
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    with running_topology(make_app, backends, service_env, run_dir) as topology:
+        yield topology
 
 
-class _FromAddress(HTTPAdapter):
-    """Requests' adapter with connections from one local address (nginx hashes on it)."""
-
-    def __init__(self, source: str) -> None:
-        self._source = source
-        super().__init__()
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["source_address"] = (self._source, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-class Client(Recorder):
-    """A python-socketio client whose polling requests and WebSocket upgrade come from ``source``; it
-    notes the upstream that answered each polling request."""
-
-    def __init__(self, url: str, source: str, **connect: Any) -> None:
-        self.upstreams: list[str] = []
-        session = requests.Session()
-        session.mount("http://", _FromAddress(source))
-        session.hooks["response"].append(lambda response, *a, **k: self.upstreams.append(
-            response.headers.get("X-Upstream", "")))
-        host, port = url.removeprefix("http://").split(":")
-        upgrade = socket.create_connection((host, int(port)), timeout=10, source_address=(source, 0))
-        self.upgrade_socket = upgrade
-        try:
-            super().__init__(url, client_options={"http_session": session,
-                                                  "websocket_extra_options": {"socket": upgrade}}, **connect)
-        except BaseException:
-            upgrade.close()
-            raise
-
-    def close(self) -> None:
-        super().close()
-        self.upgrade_socket.close()
-
-
-def test_clients_stick_to_one_realtime_process_and_get_each_event_once(topology):
-    app = topology.stack.app
-    with app.app_context():
-        company = make_company()
-        db.session.remove()
+def _sticky_clients(topology: Topology, token: str, n: int) -> list[Client]:
+    """``n`` Socket.IO clients from addresses of their own, upgraded to WebSocket and authenticated."""
     clients: list[Client] = []
     try:
-        for n in range(16):
-            clients.append(Client(topology.url, f"127.0.0.{n + 2}", transports=("polling", "websocket"),
-                                  headers={"x-auth-token": company.token}))
+        for _ in range(n):
+            clients.append(Client(topology.url, topology.client_address(), transports=("polling", "websocket"),
+                                  headers={"x-auth-token": token}))
         for client in clients:
             client.wait_for("authenticated")
             wait_until(lambda client=client: client.transport == "websocket")
-        # Every polling request of a client reached one process (the upgrade did too: another process
-        # refuses the session), and the clients spread over both processes.
-        homes = [set(client.upstreams) for client in clients]
-        assert all(len(home) == 1 for home in homes), homes
-        assert {home.pop() for home in homes} == set(topology.realtime)
-
-        # The worker publishes whatsapp.connected once; each process emits it to its local room.
-        clients[0].emit("getQR", {})
-        clients[0].wait_for("qr", timeout=20)
-        with app.app_context():
-            gateway.simulate_scan(company.id, "+79001234567")
-            db.session.remove()
-        for client in clients:
-            client.wait_for("whatsapp.connected", timeout=20)
-        # A last event after it: once every client has it, nothing more of the first can be on its way.
-        app.extensions["bus"].emit(company.id, "probe", {"last": True})
-        for client in clients:
-            client.wait_for("probe")
-            assert len(client.named("whatsapp.connected")) == 1
-            assert [name for name, _ in client.events].count("probe") == 1
-    finally:
+    except BaseException:
         for client in clients:
             client.close()
+        raise
+    return clients
+
+
+def _plain_clients(topology: Topology, token: str, n: int) -> list[WsClient]:
+    """``n`` plain WebSocket clients on /marketplace/ws through nginx, authenticated by their URL's token."""
+    url = topology.url.replace("http://", "ws://") + f"/marketplace/ws?token={token}"
+    clients: list[WsClient] = []
+    try:
+        for _ in range(n):
+            clients.append(WsClient(url, source_address=(topology.client_address(), 0)))
+        for client in clients:
+            client.wait_for("authenticated")
+    except BaseException:
+        for client in clients:
+            client.close()
+        raise
+    return clients
+
+
+def test_the_connect_flow_through_nginx_reaches_clients_on_every_process_once(topology):
+    stack, salon_id = topology.stack, 810001
+    stack.yclients.install(salon_id)
+    front = session_from(topology.client_address())
+    sockets: list[Client] = []
+    plain: list[WsClient] = []
+    try:
+        # YClients' install: a signed registration, then the salon's connect page.
+        made = register(stack, salon_id, user={"id": 501, "name": "Анна", "salon_name": "Салон"}, session=front)
+        page = front.get(topology.url + made["connect_url"], timeout=10)
+        assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+        token = parse_qs(urlsplit(made["connect_url"]).query)["token"][0]
+
+        sockets = _sticky_clients(topology, token, 8)
+        plain = _plain_clients(topology, token, 6)
+        # Every polling request of a Socket.IO client reached one realtime process (the upgrade did too:
+        # another process refuses the session); clients spread over both. Plain sockets spread over both webs.
+        homes = [set(client.upstreams) for client in sockets]
+        assert all(len(home) == 1 for home in homes), homes
+        assert {home.pop() for home in homes} == set(topology.realtime)
+        assert {client.handshake_headers["X-Upstream"] for client in plain} == set(topology.web)
+
+        # The QR over both protocols: the session task runs on one of the workers.
+        sockets[0].emit("getQR", {})
+        plain[0].send("getQR", {})
+        assert sockets[0].wait_for("qr", timeout=20)["qr"].startswith("data:image/png;base64,")
+        assert plain[0].wait_for("qr", timeout=20)["companyId"] == made["company_id"]
+        with stack.app.app_context():
+            gateway.simulate_scan(made["company_id"], "+79001234567")
+            db.session.remove()
+        # A last event after it: once every client has it, nothing more of the first can be on its way.
+        for client in [*sockets, *plain]:
+            client.wait_for("whatsapp.connected", timeout=20)
+        stack.app.extensions["bus"].emit(made["company_id"], "probe", {"last": True})
+        for client in [*sockets, *plain]:
+            client.wait_for("probe")
+            assert len(client.named("whatsapp.connected")) == 1 and len(client.named("probe")) == 1
+
+        # The activation callback reached YClients once, and the salon is active.
+        def active() -> bool:
+            with stack.app.app_context():
+                company = db.session.get(Company, made["company_id"])
+                done = company is not None and company.integration_status == IntegrationStatus.ACTIVE
+                db.session.remove()
+                return done
+
+        wait_until(active, timeout=30)
+        assert len(stack.yclients.callbacks_for(salon_id)) == 1
+        with stack.app.app_context():
+            assert db.session.scalars(select(Callback.status).filter_by(company_id=made["company_id"])).all() == [
+                "sent"]
+            db.session.remove()
+    finally:
+        for client in [*sockets, *plain]:
+            client.close()
+        front.close()
+
+
+_TASK_DONE = re.compile(r"Task (webhooks\.process(?:_batch)?)\[[^]]+\] succeeded in \S+: (.+)$", re.M)
+
+
+def _processed_by(log: str) -> int:
+    """How many inbox events a worker's log says it applied (one a ``process``, n a ``process_batch``)."""
+    applied = 0
+    for task, result in _TASK_DONE.findall(log):
+        applied += 1 if task == "webhooks.process" else sum(int(n) for n in re.findall(r": (\d+)", result))
+    return applied
+
+
+def test_webhooks_through_nginx_are_processed_once_by_one_of_the_workers(topology):
+    stack = topology.stack
+    with stack.app.app_context():
+        made = make_company()
+        db.session.remove()
+    before = [_processed_by(worker.output()) for worker in topology.workers]
+    records = range(1, 41)
+    sender = session_from(topology.client_address())
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda record: sender.post(made.webhook_url, data=booking_delivery(record),
+                                                               headers={"Content-Type": "application/json"},
+                                                               timeout=20), records))
+    finally:
+        sender.close()
+    assert {(a.status_code, a.text.replace(" ", "").strip()) for a in answers} == {(200, '{"success":true}')}
+    assert {a.headers["X-Upstream"] for a in answers} == set(topology.web)
+
+    def processed() -> list[WebhookEvent] | None:
+        with stack.app.app_context():
+            events = list(db.session.scalars(select(WebhookEvent).filter_by(company_id=made.id)))
+            db.session.remove()
+        return events if len(events) == len(records) and all(
+            e.status == EventStatus.PROCESSED for e in events) else None
+
+    events = wait_until(processed, timeout=30)
+    assert {e.attempts for e in events} == {1}
+    with stack.app.app_context():
+        booked = db.session.scalars(select(Booking.record_id).filter_by(company_id=made.id)).all()
+        db.session.remove()
+    assert sorted(booked) == list(records)
+    # Each event applied by exactly one run on one of the two workers, and both workers took a share.
+    shares = [_processed_by(worker.output()) - seen for worker, seen in zip(topology.workers, before, strict=True)]
+    assert sum(shares) == len(records) and all(shares), shares
+    # Beat's sweep ticks reach the workers too.
+    wait_until(lambda: any("Task webhooks.sweep[" in worker.output() for worker in topology.workers), timeout=15)
+
+
+def test_the_public_limit_is_exact_whichever_web_process_counts(topology):
+    source = topology.client_address()
+    session = session_from(source)
+    doors = [f"http://{address}" for address in topology.web] + [topology.url]
+    served: Counter[str] = Counter()
+    try:
+        for n in range(60):
+            door = doors[n % len(doors)]
+            response = session.get(door + "/marketplace/test", timeout=10)
+            assert response.status_code == 200, response.text
+            assert response.headers["X-RateLimit-Remaining"] == str(59 - n)
+            served[response.headers.get("X-Upstream") or door.removeprefix("http://")] += 1
+        assert set(served) == set(topology.web) and sum(served.values()) == 60, served
+        # The 61st is refused by either process, directly or through nginx.
+        for door in doors:
+            refused = session.get(door + "/marketplace/test", timeout=10)
+            assert refused.status_code == 429
+            body = refused.json()
+            assert body["success"] is False and body["error"] == "Too many requests" and 1 <= body["retry_after"] <= 60
+            assert int(refused.headers["Retry-After"]) in (body["retry_after"], body["retry_after"] - 1)
+        # Another address still has its own budget.
+        assert requests.get(topology.url + "/marketplace/test", timeout=10).status_code == 200
+    finally:
+        session.close()
 
 
 def test_a_polling_request_sent_to_another_process_is_refused_and_harmless(topology):
     first, second = (f"http://{address}" for address in topology.realtime)
-    opened = requests.get(first + "/socket.io/?EIO=4&transport=polling", timeout=5)
-    sid = re.search(r'"sid":"([^"]+)"', opened.text)
-    assert opened.status_code == 200 and sid
-    query = f"/socket.io/?EIO=4&transport=polling&sid={sid.group(1)}"
-    assert requests.get(second + query, timeout=5).status_code == 400
-    assert requests.post(second + query, data="40/marketplace,", timeout=5).status_code == 400
-    # The session lives on in its own process, and the other goes on serving.
-    assert requests.post(first + query, data="40/marketplace,", timeout=5).text == "OK"
-    assert requests.get(first + query, timeout=5).text.startswith("40/marketplace,{")
-    assert requests.get(second + "/marketplace/health/live", timeout=5).status_code == 200
+    session = session_from(topology.client_address())
+    try:
+        opened = session.get(first + "/socket.io/?EIO=4&transport=polling", timeout=5)
+        sid = re.search(r'"sid":"([^"]+)"', opened.text)
+        assert opened.status_code == 200 and sid
+        query = f"/socket.io/?EIO=4&transport=polling&sid={sid.group(1)}"
+        assert session.get(second + query, timeout=5).status_code == 400
+        assert session.post(second + query, data="40/marketplace,", timeout=5).status_code == 400
+        # The session lives on in its own process, and the other goes on serving.
+        assert session.post(first + query, data="40/marketplace,", timeout=5).text == "OK"
+        assert session.get(first + query, timeout=5).text.startswith("40/marketplace,{")
+        assert session.get(second + "/marketplace/health/live", timeout=5).status_code == 200
+    finally:
+        session.close()
