@@ -15,7 +15,7 @@ from integrations.whatsapp import GatewayError, SingleSessionOnly
 from models import db
 from services.platform import parcels
 from services.platform.jobs import Job, enqueue
-from services.whatsapp import codes, gateway, reconcile, sessions
+from services.whatsapp import codes, gateway, reconcile, session_events, sessions
 
 log = logging.getLogger(__name__)
 EXPLAINED = sessions.EXPLANATIONS[sessions.SINGLE_SESSION_REASON]
@@ -72,7 +72,7 @@ def handle_event(parcel_id: str) -> str:
     event = parcels.fetch(parcel_id)
     if event is None:
         return "expired"
-    outcome = sessions.handle_event(event)
+    outcome = session_events.handle_event(event)
     db.session.commit()
     return outcome
 

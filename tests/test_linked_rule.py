@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from models import Company, IntegrationStatus, SessionStatus, WhatsAppSession, db
-from services.whatsapp import sessions
+from services.whatsapp import session_events, sessions
 from tests.factories import make_company
 
 
@@ -33,7 +33,7 @@ def test_when_the_session_drops_every_view_says_not_linked(client, ctx):
     company_id, api_key, _token = _linked_but_refused_by_yclients()
     event = {"id": "evt_1", "timestamp": int(time.time() * 1000), "event": "session.status",
              "session": f"company-{company_id}", "payload": {"status": "FAILED", "code": 401}}
-    assert sessions.handle_event(event) == "logged_out"
+    assert session_events.handle_event(event) == "logged_out"
     db.session.commit()
     assert db.session.get(Company, company_id).integration_status == IntegrationStatus.DISCONNECTED
     status = client.get(f"/marketplace/status/{company_id}", headers={"X-API-Key": api_key}).get_json()

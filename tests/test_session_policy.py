@@ -9,7 +9,7 @@ from typing import Any
 
 from integrations.whatsapp import SessionInfo
 from models import Company, CompanyEvent, IntegrationStatus, SessionStatus, WhatsAppSession, db, utcnow
-from services.whatsapp import reconcile, sessions
+from services.whatsapp import reconcile, session_events, sessions
 
 
 def _event(company_id: int, status: str, **extra: Any) -> dict[str, Any]:
@@ -20,7 +20,7 @@ def _event(company_id: int, status: str, **extra: Any) -> dict[str, Any]:
 
 
 def _apply(event: dict[str, Any]) -> str:
-    outcome = sessions.handle_event(event)
+    outcome = session_events.handle_event(event)
     db.session.commit()
     return outcome
 
