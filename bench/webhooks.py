@@ -105,7 +105,7 @@ def _add_step_routes(app: Flask) -> None:
     """``POST /bench/step/<step>/<company_id>``: the webhook route stopped after each step of its path."""
     from flask import request
 
-    from services.webhooks import writer
+    from services.webhooks import inbox_rows, writer
     from web.limits import unlimited
     from web.marketplace.webhooks import read_body
 
@@ -115,9 +115,9 @@ def _add_step_routes(app: Flask) -> None:
 
     class ParsesOnly(writer.InboxWriter):
         def _write(self, batch: list[Any], conn: Any, counter: Any = None) -> list[int]:
-            companies = self._companies(batch, conn)
+            companies = inbox_rows.companies_named(batch, conn)
             for item in batch:
-                writer._values(item, companies)
+                inbox_rows.row_values(item, companies)
             return []
 
     writers = {"handoff": StoresNothing(app), "parse": ParsesOnly(app)}

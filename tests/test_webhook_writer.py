@@ -10,7 +10,8 @@ from sqlalchemy import inspect
 
 from models import Company, WebhookEvent, db
 from services.webhooks import EVENTS
-from services.webhooks.writer import COLUMNS, PG_COMPANIES, PG_INSERT, InboxWriter
+from services.webhooks.inbox_rows import COLUMNS, PG_COMPANIES, PG_INSERT
+from services.webhooks.writer import InboxWriter
 from web.marketplace.webhooks import inbox_writer
 
 BODY = json.dumps({"type": "booking_created", "data": {"id": 5}}).encode()

@@ -22,24 +22,19 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
 from prometheus_client import Counter
-from psycopg2.extras import Json, execute_values
-from sqlalchemy import Connection, select
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection
 
-from models import Company, EventSource, EventStatus, db, utcnow
+from models import EventSource, EventStatus, db, utcnow
 from services.access import webhook_secrets
-from services.platform.ids import MAX_ID
 from services.platform.jobs import Job, try_enqueue
 from services.platform.metrics import WEBHOOK_SPOOL_DRAINED, WEBHOOKS_RECEIVED
-from services.webhooks import EVENTS
-from services.webhooks.ingest import Outcome, Received, database_unavailable, rejected_values, store
-from services.webhooks.parsing import Malformed, excerpt, parse_delivery
+from services.webhooks.inbox_rows import OwnConnection, Pending, companies_named, insert_rows, row_values
+from services.webhooks.ingest import Outcome, Received, database_unavailable, store
 from services.webhooks.spool import Spool, Spooled, spool_path
 
 log = logging.getLogger(__name__)
@@ -48,15 +43,6 @@ MAX_BATCH = 500
 # Longer gathering means fewer, larger process_batch tasks (less worker CPU per event) and later
 # processing; the trade-off is measured in docs/BENCHMARKS.md ("Figures behind the code").
 ENQUEUE_COALESCE_SECONDS = 0.2
-# The inbox columns the writer fills, in the order of the PostgreSQL statement's rows.
-COLUMNS = ("company_id", "source", "dedupe_key", "type", "payload", "status", "reject_reason", "request_id",
-           "attempts", "received_at")
-# On PostgreSQL the two statements of a batch go straight to psycopg2 (``execute_values`` builds the
-# multi-row INSERT in C): SQLAlchemy's insertmanyvalues and result processing were most of a
-# webhook's cost in the web process (docs/BENCHMARKS.md, "Figures behind the code").
-PG_INSERT = (f"INSERT INTO {EVENTS.name} ({', '.join(COLUMNS)}) VALUES %s "
-             "ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key, id")
-PG_COMPANIES = "SELECT id, salon_id, webhook_secret_generation FROM companies WHERE id = ANY(%s)"
 # The drainer looks at the spool this often when it has nothing to do (another process of the host may
 # have left deliveries in it), and retries this often while the database is still away.
 SPOOL_IDLE_CHECK_SECONDS = 30.0
@@ -64,96 +50,8 @@ SPOOL_RETRY_SECONDS = (0.5, 5.0)
 
 
 
-@dataclass
-class _Pending:
-    company_id: int
-    secret: str | None
-    body: bytes | None
-    request_id: str | None
-    # A delivery drained from the spool: its secret kept as a digest, its arrival time and its spool key.
-    secret_digest: str | None = None
-    received_at: datetime | None = None
-    spool_token: str | None = None
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Received = field(default_factory=lambda: Received(Outcome.STORE_FAILED))
-
-
-@dataclass(frozen=True)
-class _CompanyKey:
-    id: int
-    salon_id: int
-    webhook_secret_generation: int | None
-
-
-def _values(item: _Pending, companies: dict[int, _CompanyKey | None]) -> dict[str, Any]:
-    """The inbox row of one delivery: accepted, or rejected with its reason."""
-    company = companies.get(item.company_id)
-
-    def rejected(reason: str, owner: int | None) -> dict[str, Any]:
-        payload: dict[str, Any] = {"url_company_id": item.company_id}
-        if item.body is not None:
-            payload["excerpt"] = excerpt(item.body)
-        values = rejected_values(owner, EventSource.YCLIENTS, reason, payload, item.request_id)
-        if item.spool_token is not None:  # drained twice (a crash between inbox and spool), stored once
-            values["dedupe_key"] = f"rejected:spool:{item.spool_token}"
-        return values
-
-    if company is None:
-        return rejected("unknown company", None)
-    if item.spool_token is not None:
-        authentic = webhook_secrets.verify_webhook_secret_digest(company, item.secret_digest)
-    else:
-        authentic = webhook_secrets.verify_webhook_secret(company, item.secret)
-    if not authentic:
-        return rejected("invalid webhook secret", company.id)
-    if item.body is None:
-        return rejected("body too large", company.id)
-    try:
-        delivery = parse_delivery(company.id, company.salon_id, item.body)
-    except Malformed as exc:
-        return rejected(str(exc), company.id)
-    return {
-        "company_id": company.id,
-        "source": delivery.source,
-        "dedupe_key": delivery.dedupe_key,
-        "type": delivery.type,
-        "payload": delivery.payload,
-        "status": EventStatus.RECEIVED,
-        "reject_reason": None,
-        "request_id": item.request_id,
-    }
-
-
 def _alive(thread: threading.Thread | None) -> bool:
     return thread is not None and thread.is_alive()
-
-
-def _cursor(conn: Connection) -> Any:
-    """A psycopg2 cursor on the connection's own DBAPI connection."""
-    driver = conn.connection.driver_connection
-    assert driver is not None
-    return driver.cursor()
-
-
-class _OwnConnection:
-    """One autocommit connection kept by one thread: a batch's INSERT is its own transaction, so storing
-    it is one round trip (no BEGIN, no COMMIT) and no pool checkout or ping per batch."""
-
-    def __init__(self) -> None:
-        self._conn: Connection | None = None
-
-    def get(self) -> Connection:
-        if self._conn is None:
-            self._conn = db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        return self._conn
-
-    def reset(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                log.warning("closing the inbox writer's connection failed", exc_info=True)
-            self._conn = None
 
 
 INBOX_WRITER = "inbox_writer"
@@ -180,13 +78,13 @@ class InboxWriter:
         settings = app.config["SETTINGS"]
         self.spool = spool or Spool(spool_path(settings.webhook_spool_dir, settings.database_url),
                                     settings.webhook_spool_max_bytes)
-        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Pending] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._enqueuer: threading.Thread | None = None
         self._drainer: threading.Thread | None = None
-        self._conn = _OwnConnection()
-        self._drain_conn = _OwnConnection()
+        self._conn = OwnConnection()
+        self._drain_conn = OwnConnection()
         self._accepted: queue.SimpleQueue[list[int]] = queue.SimpleQueue()
         # Set while the spool may hold deliveries (new ones then queue behind them); the wake-up of the drainer.
         self._backlog = threading.Event()
@@ -198,7 +96,7 @@ class InboxWriter:
 
     def submit(self, company_id: int, secret: str | None, body: bytes | None, request_id: str | None) -> Received:
         """Store one delivery (waiting for its commit); a delivery not stored in time counts as failed."""
-        item = _Pending(company_id, secret, body, request_id)
+        item = Pending(company_id, secret, body, request_id)
         self._ensure_drainer()
         if not self.group_commit:
             self._write_one_by_one([item])
@@ -263,7 +161,7 @@ class InboxWriter:
                 if accepted:
                     self._accepted.put(accepted)
 
-    def _store_batch(self, batch: list[_Pending]) -> list[int]:
+    def _store_batch(self, batch: list[Pending]) -> list[int]:
         """Store one batch: into the inbox, or the spool when the database is away or the spool holds older ones."""
         if self._backlog.is_set():
             self._spool(batch)
@@ -280,7 +178,7 @@ class InboxWriter:
             self._write_one_by_one(batch)
             return []
 
-    def _spool(self, batch: list[_Pending]) -> None:
+    def _spool(self, batch: list[Pending]) -> None:
         """Keep the batch in the spool (fsynced) and wake the drainer; ``store_failed`` when the spool cannot."""
         rows = [Spooled.new(item.company_id, webhook_secrets.presented_digest(item.secret), item.body,
                             item.request_id) for item in batch]
@@ -323,7 +221,7 @@ class InboxWriter:
 
     def _store_spooled(self, rows: list[Spooled]) -> None:
         """Commit spooled deliveries to the inbox (raising leaves them in the spool), then enqueue them."""
-        batch = [_Pending(row.company_id, None, row.body, row.request_id, secret_digest=row.secret_digest,
+        batch = [Pending(row.company_id, None, row.body, row.request_id, secret_digest=row.secret_digest,
                           received_at=datetime.fromtimestamp(row.received_at, UTC), spool_token=row.token)
                  for row in rows]
         try:
@@ -340,42 +238,14 @@ class InboxWriter:
             self._ensure_running()
             self._accepted.put(accepted)
 
-    def _companies(self, batch: list[_Pending], conn: Connection | None) -> dict[int, _CompanyKey | None]:
-        """The companies a batch names, read with one SELECT (never cached: revocation is immediate)."""
-        wanted = {item.company_id for item in batch if 0 < item.company_id <= MAX_ID}
-        if not wanted:
-            return {}
-        if conn is not None and conn.dialect.name == "postgresql":
-            with _cursor(conn) as cursor:
-                cursor.execute(PG_COMPANIES, (sorted(wanted),))
-                return {row[0]: _CompanyKey(*row) for row in cursor.fetchall()}
-        query = select(Company.id, Company.salon_id, Company.webhook_secret_generation).where(Company.id.in_(wanted))
-        rows = conn.execute(query) if conn is not None else db.session.execute(query)
-        return {row.id: _CompanyKey(row.id, row.salon_id, row.webhook_secret_generation) for row in rows}
-
-    @staticmethod
-    def _insert(conn: Connection, rows: list[dict[str, Any]]) -> dict[str, int]:
-        """Insert the rows (one statement), skipping existing keys; the ids of those inserted, by key."""
-        if conn.dialect.name == "postgresql":
-            values = [tuple(Json(row[c]) if c == "payload" else row[c] for c in COLUMNS) for row in rows]
-            with _cursor(conn) as cursor:
-                return dict(execute_values(cursor, PG_INSERT, values, page_size=len(values), fetch=True))
-        # executemany form: compiled once and cached, sent as one multi-row statement per page.
-        statement = (
-            sqlite_insert(EVENTS)
-            .on_conflict_do_nothing(index_elements=["dedupe_key"])
-            .returning(EVENTS.c.id, EVENTS.c.dedupe_key)
-        )
-        return {row.dedupe_key: row.id for row in conn.execute(statement, rows)}
-
-    def _write(self, batch: list[_Pending], conn: Connection, counter: Counter = WEBHOOKS_RECEIVED) -> list[int]:
-        companies = self._companies(batch, conn)
+    def _write(self, batch: list[Pending], conn: Connection, counter: Counter = WEBHOOKS_RECEIVED) -> list[int]:
+        companies = companies_named(batch, conn)
         now = utcnow()
-        prepared = [(item, _values(item, companies)) for item in batch]
+        prepared = [(item, row_values(item, companies)) for item in batch]
         rows: dict[str, dict[str, Any]] = {}
         for item, values in prepared:
             rows.setdefault(values["dedupe_key"], {**values, "attempts": 0, "received_at": item.received_at or now})
-        inserted = self._insert(conn, list(rows.values()))
+        inserted = insert_rows(conn, list(rows.values()))
 
         accepted: list[int] = []
         for item, values in prepared:
@@ -391,7 +261,7 @@ class InboxWriter:
             counter.labels(values["source"], item.result.outcome).inc()
         return accepted
 
-    def _write_one_by_one(self, batch: list[_Pending], counter: Counter = WEBHOOKS_RECEIVED,
+    def _write_one_by_one(self, batch: list[Pending], counter: Counter = WEBHOOKS_RECEIVED,
                           from_spool: bool = False) -> None:
         """Store each delivery in a transaction of its own; to the spool instead when it holds older ones
         or the database cannot be reached. Deliveries ``from_spool`` raise instead, and stay in the spool."""
@@ -399,9 +269,9 @@ class InboxWriter:
             self._spool(batch)
             return
         try:
-            companies = self._companies(batch, None)
+            companies = companies_named(batch, None)
             for item in batch:
-                values = _values(item, companies)
+                values = row_values(item, companies)
                 if item.received_at is not None:
                     values["received_at"] = item.received_at
                 item.result = store(values, enqueue_after=True, counter=counter, raise_unavailable=True)
