@@ -1,4 +1,4 @@
-"""Factories for rows the tests need (call inside an app context)."""
+"""Factories for rows the tests need, and fresh reads of them (call inside an app context)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 import json
 from dataclasses import dataclass
 
-from models import Company, IntegrationStatus, db
+from models import Company, IntegrationStatus, WhatsAppSession, db
 from services.access import api_keys, tokens, webhook_secrets
 
 _salon_ids = itertools.count(900_001)
@@ -50,3 +50,17 @@ def booking_delivery(record_id: int) -> bytes:
     """The body of a reference-shape ``booking_created`` webhook for record ``record_id``."""
     return json.dumps({"type": "booking_created", "created_at": "2024-09-16T10:30:00Z",
                        "data": {"id": record_id, "datetime": "2024-09-17T15:00:00"}}).encode()
+
+
+def reread_company(company_id: int) -> Company:
+    """The company as the database has it now (what other processes wrote included)."""
+    db.session.expire_all()
+    found = db.session.get(Company, company_id)
+    assert found is not None, f"no company {company_id}"
+    return found
+
+
+def reread_session(company_id: int) -> WhatsAppSession:
+    """The company's WhatsApp session row as the database has it now."""
+    db.session.expire_all()
+    return db.session.query(WhatsAppSession).filter_by(company_id=company_id).one()

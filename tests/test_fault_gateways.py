@@ -18,11 +18,11 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from models import Company, Message, MessageState, SessionStatus, WhatsAppSession, db
+from models import Message, MessageState, SessionStatus, db
 from services.messaging import numbers
 from services.platform.jobs import Job, enqueue
 from services.whatsapp import sessions
-from tests.factories import MadeCompany, make_company
+from tests.factories import MadeCompany, make_company, reread_company, reread_session
 from tests.fakes.waha import API_KEY, FakeWaha
 from tests.messaging.test_delivery import FAST, _record, _webhook
 from tests.support import wait_until
@@ -64,18 +64,6 @@ def _outages(stack: Stack, made: MadeCompany) -> list[str]:
     return [o["service"] for o in _status(stack, made)["outages"]]
 
 
-def _session(company_id: int) -> WhatsAppSession:
-    db.session.expire_all()
-    return db.session.scalars(select(WhatsAppSession).where(WhatsAppSession.company_id == company_id)).one()
-
-
-def _company(company_id: int) -> Company:
-    db.session.expire_all()
-    found = db.session.get(Company, company_id)
-    assert found is not None
-    return found
-
-
 def _company_show(stack: Stack, company_id: int) -> str:
     result = stack.app.test_cli_runner().invoke(args=["company", "show", str(company_id)])
     assert result.exit_code == 0, result.output
@@ -102,15 +90,15 @@ def test_connect_callback_messages_and_logout_ride_out_outages(stack: Stack, wah
     db.session.commit()
     _wait_out(waha, stack, made, "whatsapp_gateway", None)
     wait_until(lambda: name in waha.sessions and waha.sessions[name].status == "SCAN_QR_CODE", timeout=40)
-    wait_until(lambda: _session(made.id).status == SessionStatus.SCAN_QR_CODE, timeout=15)
+    wait_until(lambda: reread_session(made.id).status == SessionStatus.SCAN_QR_CODE, timeout=15)
     assert "whatsapp_gateway" not in _outages(stack, made)
 
     # YClients answers 503 when the phone scans: the callback is retried until YClients is back.
     stack.yclients.go_down(503)
     waha.scan(name, PHONE)
-    wait_until(lambda: _company(made.id).integration_status == "connected", timeout=15)
+    wait_until(lambda: reread_company(made.id).integration_status == "connected", timeout=15)
     _wait_out(stack.yclients, stack, made, "yclients", 503)
-    wait_until(lambda: _company(made.id).integration_status == "active", timeout=30)
+    wait_until(lambda: reread_company(made.id).integration_status == "active", timeout=30)
     assert len(stack.yclients.callbacks_for(made.salon_id)) == 1
     assert stack.yclients.failed_requests >= 2
     assert _status(stack, made)["outages"] == []
@@ -141,7 +129,7 @@ def test_connect_callback_messages_and_logout_ride_out_outages(stack: Stack, wah
     # WAHA's DELETE stops the session, logs it out and forgets it, credentials included.
     wait_until(lambda: ("DELETE", f"/api/sessions/{name}") in waha.calls, timeout=40)
     assert name not in waha.sessions
-    assert _session(made.id).status == SessionStatus.STOPPED
+    assert reread_session(made.id).status == SessionStatus.STOPPED
     assert _status(stack, made)["outages"] == []
 
 

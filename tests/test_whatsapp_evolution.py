@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from models import Company, CompanyEvent, SessionStatus, WhatsAppSession, db
+from models import CompanyEvent, SessionStatus, db
 from services.access.webhook_secrets import gateway_events_url
-from tests.factories import make_company
+from tests.factories import make_company, reread_company, reread_session
 from tests.fakes.evolution import API_KEY, FakeEvolution
 from tests.support import wait_until
 from tests.whatsapp_stack import Stack, start_stack
@@ -44,24 +44,12 @@ def live(stack: Stack, evolution: FakeEvolution) -> Iterator[Stack]:
     evolution.instances.clear()  # company ids start again at 1 in the next test
 
 
-def _company(company_id: int) -> Company:
-    db.session.expire_all()
-    company = db.session.get(Company, company_id)
-    assert company is not None
-    return company
-
-
-def _row(company_id: int) -> WhatsAppSession:
-    db.session.expire_all()
-    return db.session.query(WhatsAppSession).filter_by(company_id=company_id).one()
-
-
 def _linked(live: Stack, evolution: FakeEvolution) -> tuple[int, int]:
     company = make_company()
     response = requests.get(f"{live.base_url}/marketplace/qr/{company.token}", timeout=20)
     assert response.status_code == 200, response.text
     evolution.scan(f"company-{company.id}", "79001112233")
-    wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
+    wait_until(lambda: reread_company(company.id).integration_status == "active", timeout=10)
     return company.id, company.salon_id
 
 
@@ -75,10 +63,10 @@ def test_qr_scan_and_connect_through_evolution(live, evolution):
     assert hook["events"] == ["QRCODE_UPDATED", "CONNECTION_UPDATE", "MESSAGES_UPSERT", "MESSAGES_UPDATE"]
     assert hook["byEvents"] is False and hook["enabled"] is True
     evolution.new_qr(name)
-    wait_until(lambda: _row(company.id).qr_count == 2, timeout=10)
+    wait_until(lambda: reread_session(company.id).qr_count == 2, timeout=10)
     evolution.scan(name, "79001112233")
-    wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
-    assert _company(company.id).whatsapp_phone == "+79001112233"
+    wait_until(lambda: reread_company(company.id).integration_status == "active", timeout=10)
+    assert reread_company(company.id).whatsapp_phone == "+79001112233"
     assert len(live.yclients.callbacks_for(company.salon_id)) == 1
 
 
@@ -87,8 +75,8 @@ def test_a_silent_reconnect_is_no_disconnect_and_sends_no_second_callback(live, 
     evolution.drop(f"company-{company_id}", 428)  # Evolution reconnects by itself: connecting, then open
     time.sleep(DEBOUNCE + 1)
     # On a busy machine the worker may still be applying "connecting" then "open": wait for the outcome.
-    wait_until(lambda: _row(company_id).status == SessionStatus.WORKING, timeout=15)
-    assert _company(company_id).integration_status == "active"
+    wait_until(lambda: reread_session(company_id).status == SessionStatus.WORKING, timeout=15)
+    assert reread_company(company_id).integration_status == "active"
     assert db.session.query(CompanyEvent).filter_by(company_id=company_id, kind="disconnected").count() == 0
     assert len(live.yclients.callbacks_for(salon_id)) == 1
 
@@ -96,8 +84,8 @@ def test_a_silent_reconnect_is_no_disconnect_and_sends_no_second_callback(live, 
 def test_a_logged_out_phone_is_a_terminal_disconnect(live, evolution):
     company_id, _ = _linked(live, evolution)
     evolution.drop(f"company-{company_id}", 401)
-    wait_until(lambda: _company(company_id).integration_status == "disconnected", timeout=10)
-    row = _row(company_id)
+    wait_until(lambda: reread_company(company_id).integration_status == "disconnected", timeout=10)
+    row = reread_session(company_id)
     assert (row.status, row.failure_reason, row.last_disconnect_code) == (SessionStatus.FAILED, "logged_out", 401)
 
 
@@ -107,8 +95,8 @@ def test_the_qr_limit_ends_the_attempt(live, evolution):
     requests.get(f"{live.base_url}/marketplace/qr/{company.token}", timeout=20)
     for _ in range(4):
         evolution.new_qr(name)
-    wait_until(lambda: _row(company.id).status == SessionStatus.FAILED, timeout=10)
-    assert _row(company.id).failure_reason == "qr_timeout"
+    wait_until(lambda: reread_session(company.id).status == SessionStatus.FAILED, timeout=10)
+    assert reread_session(company.id).failure_reason == "qr_timeout"
 
 
 def test_events_with_a_wrong_secret_are_refused(live, evolution):
@@ -120,4 +108,4 @@ def test_events_with_a_wrong_secret_are_refused(live, evolution):
         assert requests.post(url, params={"secret": secret}, json=body, timeout=5).status_code == 401
     response = requests.post(gateway_events_url(company.id), json=body, timeout=5)
     assert response.status_code == 200 and response.json() == {"success": True}
-    wait_until(lambda: _company(company.id).whatsapp_phone == "+79990000000", timeout=10)
+    wait_until(lambda: reread_company(company.id).whatsapp_phone == "+79990000000", timeout=10)

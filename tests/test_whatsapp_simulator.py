@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from models import Company, CompanyEvent, SessionStatus, WhatsAppSession, db
+from models import CompanyEvent, SessionStatus, WhatsAppSession, db
 from services.whatsapp import gateway
-from tests.factories import make_company
+from tests.factories import make_company, reread_company
 from tests.support import free_port, wait_until
 from tests.whatsapp_stack import Stack, collect, events_named, start_stack
 
@@ -38,13 +38,6 @@ def _session(company_id: int) -> WhatsAppSession | None:
     return db.session.query(WhatsAppSession).filter_by(company_id=company_id).first()
 
 
-def _company(company_id: int) -> Company:
-    db.session.expire_all()
-    company = db.session.get(Company, company_id)
-    assert company is not None
-    return company
-
-
 def _first_qr(sim: Stack, token: str) -> dict:
     response = sim.app.test_client().get(f"/marketplace/qr/{token}")
     assert response.status_code == 200, response.get_json()
@@ -58,7 +51,7 @@ def test_qr_endpoint_answers_a_png_data_uri_with_the_seconds_left(sim):
     assert body["qr"].startswith("data:image/png;base64,")
     assert base64.b64decode(body["qr"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert 0 < body["expires_in"] <= 3
-    assert _company(company.id).integration_status == "connecting"
+    assert reread_company(company.id).integration_status == "connecting"
     code = gateway.gateway().qr(gateway.session_name(company.id))
     assert code is not None and QR_STRING.match(code.value)
     # The same live QR is served again (from the cache) with less time left, not a new one.
@@ -116,10 +109,10 @@ def test_scan_restarts_then_connects_and_sends_the_activation_callback(sim):
         assert events_named(received, "whatsapp.connected") == [{"phone": "+79001234567", "companyId": company.id}]
         row = _session(company.id)
         assert row is not None and row.status == SessionStatus.WORKING and row.last_disconnect_code == 515
-        saved = _company(company.id)
+        saved = reread_company(company.id)
         assert saved.whatsapp_phone == "+79001234567" and saved.whatsapp_connected_at is not None
         # The callback went to YClients, which accepted it: the company is active.
-        wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
+        wait_until(lambda: reread_company(company.id).integration_status == "active", timeout=10)
         calls = sim.yclients.callbacks_for(company.salon_id)
         assert len(calls) == 1 and calls[0].body["salon_id"] == company.salon_id
         kinds = [e.kind for e in db.session.query(CompanyEvent).filter_by(company_id=company.id)]
@@ -155,7 +148,7 @@ def test_pairing_code_links_by_phone_number(sim):
     assert _session(company.id).pairing_phone == "+79005556677"  # type: ignore[union-attr]
     # Typing the code on the phone links that phone.
     gateway.simulate_scan(company.id)
-    wait_until(lambda: _company(company.id).whatsapp_phone == "+79005556677", timeout=10)
+    wait_until(lambda: reread_company(company.id).whatsapp_phone == "+79005556677", timeout=10)
     again = client.post(f"/marketplace/pairing-code/{company.token}", json={"phone": "+79005556677"})
     assert again.status_code == 409
 
@@ -165,7 +158,7 @@ def _connected(sim: Stack) -> tuple[int, list[dict]]:
     received, _unsubscribe = collect(sim.app, company.id)
     _first_qr(sim, company.token)
     gateway.simulate_scan(company.id, "+79001234567")
-    wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
+    wait_until(lambda: reread_company(company.id).integration_status == "active", timeout=10)
     return company.id, received
 
 
@@ -174,7 +167,7 @@ def _connected(sim: Stack) -> tuple[int, list[dict]]:
 def test_terminal_disconnects_do_not_reconnect(sim, code, reason):
     company_id, received = _connected(sim)
     gateway.simulate_disconnect(company_id, code)
-    wait_until(lambda: _company(company_id).integration_status == "disconnected", timeout=10)
+    wait_until(lambda: reread_company(company_id).integration_status == "disconnected", timeout=10)
     # Published after the commit: the event may arrive a moment after the row changed.
     wait_until(lambda: {"companyId": company_id, "reason": reason} in events_named(received, "whatsapp.disconnected"))
     row = _session(company_id)
@@ -189,7 +182,7 @@ def test_replaced_session_stops_without_fighting(sim):
     wait_until(lambda: _session(company_id).status == SessionStatus.STOPPED, timeout=10)  # type: ignore[union-attr]
     replaced = {"companyId": company_id, "reason": "replaced"}
     wait_until(lambda: replaced in events_named(received, "whatsapp.disconnected"))
-    assert _company(company_id).integration_status == "disconnected"
+    assert reread_company(company_id).integration_status == "disconnected"
 
 
 def test_transient_disconnect_reconnects_with_backoff_and_keeps_the_company_active(sim):
@@ -199,12 +192,12 @@ def test_transient_disconnect_reconnects_with_backoff_and_keeps_the_company_acti
     wait_until(lambda: len(events_named(received, "whatsapp.connected")) > connected_before, timeout=10)
     row = _session(company_id)
     assert row is not None and row.status == SessionStatus.WORKING and row.reconnect_attempts == 0
-    assert _company(company_id).integration_status == "active"
+    assert reread_company(company_id).integration_status == "active"
     # Healed within the debounce window: no disconnect was announced, none recorded.
     assert events_named(received, "whatsapp.disconnected") == []
     assert db.session.query(CompanyEvent).filter_by(company_id=company_id, kind="disconnected").count() == 0
     # Only one activation callback in all.
-    assert len(sim.yclients.callbacks_for(_company(company_id).salon_id)) == 1
+    assert len(sim.yclients.callbacks_for(reread_company(company_id).salon_id)) == 1
 
 
 def test_logout_and_stop_tasks_end_the_session(sim):

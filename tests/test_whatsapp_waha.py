@@ -15,7 +15,7 @@ import requests
 
 from models import Company, CompanyEvent, SessionStatus, WhatsAppSession, db
 from services.access.webhook_secrets import gateway_events_url
-from tests.factories import make_company
+from tests.factories import make_company, reread_company, reread_session
 from tests.fakes.waha import API_KEY, FakeWaha
 from tests.support import wait_until
 from tests.whatsapp_stack import Stack, start_stack
@@ -48,18 +48,6 @@ def live(stack: Stack, waha: FakeWaha) -> Iterator[Stack]:
     waha.sessions.clear()  # company ids start again at 1 in the next test
 
 
-def _row(company_id: int) -> WhatsAppSession:
-    db.session.expire_all()
-    return db.session.query(WhatsAppSession).filter_by(company_id=company_id).one()
-
-
-def _company(company_id: int) -> Company:
-    db.session.expire_all()
-    company = db.session.get(Company, company_id)
-    assert company is not None
-    return company
-
-
 def test_qr_scan_and_connect_through_waha(live, waha):
     company = make_company()
     session_name = f"company-{company.id}"
@@ -82,8 +70,8 @@ def test_qr_scan_and_connect_through_waha(live, waha):
     assert code["success"] is True and code["code"] == "ABCD-EFGH" and code["expires_in"] > 0
     assert waha.sessions[session_name].pairing == ["79001112233"]
     waha.scan(session_name, "79001112233")
-    wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
-    saved = _company(company.id)
+    wait_until(lambda: reread_company(company.id).integration_status == "active", timeout=10)
+    saved = reread_company(company.id)
     assert saved.whatsapp_phone == "+79001112233"
     row = db.session.query(WhatsAppSession).filter_by(company_id=company.id).one()
     assert row.status == SessionStatus.WORKING and row.qr_count == 2
@@ -106,13 +94,13 @@ def test_a_failure_that_heals_within_the_debounce_is_no_disconnect(live, waha):
     requests.get(f"{live.base_url}/marketplace/qr/{company.token}", timeout=15)
     name = f"company-{company.id}"
     waha.scan(name, "79001112233")
-    wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
+    wait_until(lambda: reread_company(company.id).integration_status == "active", timeout=10)
     waha.fail(name)  # WAHA reports FAILED with no code, then restarts by itself
-    wait_until(lambda: _row(company.id).status == SessionStatus.FAILED, timeout=10)
+    wait_until(lambda: reread_session(company.id).status == SessionStatus.FAILED, timeout=10)
     waha.recover(name)
-    wait_until(lambda: _row(company.id).status == SessionStatus.WORKING, timeout=10)
+    wait_until(lambda: reread_session(company.id).status == SessionStatus.WORKING, timeout=10)
     time.sleep(float(live.env["WHATSAPP_DISCONNECT_DEBOUNCE_SECONDS"]) + 1)
-    assert _company(company.id).integration_status == "active"
+    assert reread_company(company.id).integration_status == "active"
     assert db.session.query(CompanyEvent).filter_by(company_id=company.id, kind="disconnected").count() == 0
     assert len(live.yclients.callbacks_for(company.salon_id)) == 1  # no second activation callback
 
@@ -122,9 +110,9 @@ def test_a_failure_that_lasts_is_a_disconnect(live, waha):
     requests.get(f"{live.base_url}/marketplace/qr/{company.token}", timeout=15)
     name = f"company-{company.id}"
     waha.scan(name, "79001112233")
-    wait_until(lambda: _company(company.id).integration_status == "active", timeout=10)
+    wait_until(lambda: reread_company(company.id).integration_status == "active", timeout=10)
     waha.fail(name)
-    wait_until(lambda: _company(company.id).integration_status == "disconnected", timeout=15)
+    wait_until(lambda: reread_company(company.id).integration_status == "disconnected", timeout=15)
     assert db.session.query(CompanyEvent).filter_by(company_id=company.id, kind="disconnected").count() == 1
 
 
@@ -136,8 +124,8 @@ def test_events_of_an_uninstalled_company_never_revive_its_session(live, waha):
     db.session.commit()
     waha.scan(name, "79001112233")
     time.sleep(1.5)
-    assert _row(company.id).status != SessionStatus.WORKING
-    assert _company(company.id).whatsapp_phone is None
+    assert reread_session(company.id).status != SessionStatus.WORKING
+    assert reread_company(company.id).whatsapp_phone is None
     # The session alive at the gateway is ended again.
     wait_until(lambda: name not in waha.sessions, timeout=10)
 
@@ -157,4 +145,4 @@ def test_events_with_a_wrong_or_missing_signature_are_refused(live):
     response = requests.post(url, data=raw, headers={"Content-Type": "application/json", "X-Webhook-Hmac": right},
                              timeout=5)
     assert response.status_code == 200 and response.json() == {"success": True}
-    wait_until(lambda: _company(company.id).whatsapp_phone == "+79990000000", timeout=10)
+    wait_until(lambda: reread_company(company.id).whatsapp_phone == "+79990000000", timeout=10)

@@ -15,18 +15,15 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
-import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.local_http import LocalHTTPServer
+from tests.fakes.local_http import FakeGatewayServer
 
 API_KEY = "test-evolution-api-key"
 TERMINAL = (401, 402, 403, 406)
@@ -46,19 +43,14 @@ class FakeInstance:
     reason_code: int | None = None
 
 
-class FakeEvolution(LocalHTTPServer):
+class FakeEvolution(FakeGatewayServer):
     """The server; ``url`` is what ``EVOLUTION_URL`` should be set to."""
 
     def __init__(self, qr_limit: int = 30) -> None:
         super().__init__()
         self.qr_limit = qr_limit
         self.instances: dict[str, FakeInstance] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.sent_text: list[dict[str, Any]] = []
         self.presence: list[dict[str, Any]] = []
-        self.not_on_whatsapp: set[str] = set()
-        self.delivered: list[dict[str, Any]] = []
-        self._lock = threading.RLock()
 
     # --- what WhatsApp and the phone do ------------------------------------------------------
 
@@ -131,13 +123,7 @@ class FakeEvolution(LocalHTTPServer):
                 "date_time": time.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "sender": instance.owner,
                 "server_url": self.url, "apikey": instance.token}
         headers = {"Content-Type": "application/json", **(hook.get("headers") or {})}
-        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
-            self.delivered.append(body)
-        except OSError:
-            pass
+        self.post_event(url, body, headers)
 
     # --- the HTTP API --------------------------------------------------------------------------
 

@@ -1,9 +1,11 @@
-"""A threaded HTTP server on a free port (of loopback unless told): the base of the fake third-party services."""
+"""A threaded HTTP server on a free port (of loopback unless told): the base of the fake third-party services,
+and what the two WhatsApp gateway fakes share."""
 
 from __future__ import annotations
 
 import json
 import threading
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
@@ -99,3 +101,27 @@ class LocalHTTPServer:
         """Stop serving and close the socket."""
         self._server.shutdown()
         self._server.server_close()
+
+
+class FakeGatewayServer(LocalHTTPServer):
+    """What both WhatsApp gateway fakes record (texts sent, calls, numbers not on WhatsApp, the events
+    their webhooks took) and how they post an event: once, a failure only dropped, as the real ones do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, str]] = []
+        self.sent_text: list[dict[str, Any]] = []
+        self.not_on_whatsapp: set[str] = set()
+        self.delivered: list[dict[str, Any]] = []
+        self._lock = threading.RLock()
+
+    def post_event(self, url: str, body: dict[str, Any], headers: dict[str, str], raw: bytes | None = None) -> None:
+        """POST ``body`` (as ``raw`` when the caller signed those bytes) to ``url``; kept in ``delivered``."""
+        data = raw if raw is not None else json.dumps(body).encode()
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                response.read()
+            self.delivered.append(body)
+        except OSError:
+            pass

@@ -20,16 +20,14 @@ import hashlib
 import hmac
 import json
 import os
-import threading
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.fakes.local_http import LocalHTTPServer
+from tests.fakes.local_http import FakeGatewayServer
 
 API_KEY = "test-waha-api-key"
 ONLY_DEFAULT = ("WAHA Core support only 'default' session. If you want to run more then one WhatsApp account - "
@@ -50,7 +48,7 @@ class FakeSession:
         return list((self.config or {}).get("webhooks") or [])
 
 
-class FakeWaha(LocalHTTPServer):
+class FakeWaha(FakeGatewayServer):
     """The server; ``url`` is what ``WAHA_URL`` should be set to. Requests without the key get 401."""
 
     def __init__(self, tier: str = "PLUS", newer: bool = True) -> None:
@@ -59,12 +57,7 @@ class FakeWaha(LocalHTTPServer):
         self.sessions: dict[str, FakeSession] = {}
         if tier == "CORE":
             self.sessions["default"] = FakeSession("default")
-        self.calls: list[tuple[str, str]] = []
-        self.sent_text: list[dict[str, Any]] = []
         self.typing: list[tuple[str, str]] = []
-        self.not_on_whatsapp: set[str] = set()
-        self.delivered: list[dict[str, Any]] = []
-        self._lock = threading.RLock()
 
     # --- what WhatsApp and the phone do ------------------------------------------------------
 
@@ -136,13 +129,7 @@ class FakeWaha(LocalHTTPServer):
             if key and self.newer:
                 headers["X-Webhook-Hmac"] = hmac.new(key.encode(), raw, hashlib.sha512).hexdigest()
                 headers["X-Webhook-Hmac-Algorithm"] = "sha512"
-            request = urllib.request.Request(hook["url"], data=raw, headers=headers, method="POST")
-            try:  # WAHA posts once and only logs a failure
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    response.read()
-                self.delivered.append(body)
-            except OSError:
-                pass
+            self.post_event(hook["url"], body, headers, raw)  # WAHA posts once and only logs a failure
 
     # --- the HTTP API --------------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy import select
 
 from integrations.whatsapp.base import message_key
-from models import Company, Message, MessageState, db
+from models import Message, MessageState, db
 from services.platform import clock
 from services.whatsapp import gateway
-from tests.factories import MadeCompany, make_company
+from tests.factories import MadeCompany, make_company, reread_company
 from tests.support import wait_until
 from tests.whatsapp_stack import Stack, start_stack
 
@@ -51,15 +51,8 @@ def _connected(stack: Stack, **fields: Any) -> MadeCompany:
     made = make_company(title="Салон Лада", address="Москва, Тверская, 1", **fields)
     assert stack.app.test_client().get(f"/marketplace/qr/{made.token}").status_code == 200
     gateway.simulate_scan(made.id, "+79990000001")
-    wait_until(lambda: _company(made.id).integration_status == "active", timeout=15)
+    wait_until(lambda: reread_company(made.id).integration_status == "active", timeout=15)
     return made
-
-
-def _company(company_id: int) -> Company:
-    db.session.expire_all()
-    found = db.session.get(Company, company_id)
-    assert found is not None
-    return found
 
 
 def _record(salon_id: int, record_id: int, starts: str, status: str = "create", phone: str = CLIENT,
@@ -209,7 +202,7 @@ def test_a_number_without_whatsapp_is_skipped_with_its_reason(live):
 def test_messages_wait_while_whatsapp_is_disconnected(live):
     made = _connected(live)
     gateway.simulate_disconnect(made.id, 401)
-    wait_until(lambda: _company(made.id).integration_status == "disconnected", timeout=15)
+    wait_until(lambda: reread_company(made.id).integration_status == "disconnected", timeout=15)
     _webhook(live, made, _record(made.salon_id, 707, "2026-09-18T12:00:00+03:00"))
     wait_until(lambda: _of(made.id, "booking_created"), timeout=20)
     status = live.app.test_client().get(f"/marketplace/status/{made.id}",
