@@ -112,15 +112,20 @@ def reconnect(company_id: int, attempt: int) -> str:
     return "failed"
 
 
-def _end_session(task: Task, company_id: int, reason: str, action: str) -> str:
-    session = sessions.end_session(company_id, reason)
-    db.session.commit()
+def _call_or_retry(task: Task, company_id: int, action: str, session: str | None) -> bool:
+    """Call the gateway; when that fails, retry ``task`` with backoff (False once its retries are spent)."""
     if _gateway_call(company_id, action, session):
-        return reason
+        return True
     if task.request.retries < (task.max_retries or 0):
         raise task.retry(countdown=sessions.reconnect_delay(task.request.retries + 1))
     log.error("gateway %s for company %s failed %s times; giving up", action, company_id, task.request.retries + 1)
-    return "failed"
+    return False
+
+
+def _end_session(task: Task, company_id: int, reason: str, action: str) -> str:
+    session = sessions.end_session(company_id, reason)
+    db.session.commit()
+    return reason if _call_or_retry(task, company_id, action, session) else "failed"
 
 
 @shared_task(name=Job.WHATSAPP_LOGOUT, bind=True, max_retries=8)
@@ -143,11 +148,7 @@ def end_attempt(self: Task, company_id: int, attempt: int) -> str:
     db.session.commit()
     if session is None:
         return "stale"
-    if _gateway_call(company_id, "end_attempt", session):
-        return "ended"
-    if self.request.retries < (self.max_retries or 0):
-        raise self.retry(countdown=sessions.reconnect_delay(self.request.retries + 1))
-    return "failed"
+    return "ended" if _call_or_retry(self, company_id, "end_attempt", session) else "failed"
 
 
 @shared_task(name=Job.WHATSAPP_CONFIRM_DISCONNECT)
