@@ -89,7 +89,10 @@ def test_redis_down_for_a_while_nothing_is_refused_and_everything_is_processed_a
             assert len(stored) == sent and {e.status for e in stored} == {EventStatus.RECEIVED}
             db.session.remove()
         web = next(proc for proc in stack.processes if proc.name.startswith("web-"))
-        assert "Failed to rate limit. Swallowing error" in web.output()
+        # Said in one line a minute, not in a traceback per request.
+        output = web.output()
+        briefs = output.count("rate limit storage unreachable, requests let through unlimited")
+        assert 1 <= briefs <= OUTAGE_SECONDS // 60 + 2 and "Swallowing error" not in output
 
         redis_server.start()  # empty, as a replaced server comes back
         with stack.app.app_context():  # beat's sweep (every 5 s) hands every stored event to the worker

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 from urllib.parse import urlsplit
 
@@ -9,6 +11,7 @@ import pytest
 import redis
 
 from models import IntegrationStatus
+from web import limits
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +217,29 @@ def test_a_signed_in_salon_page_has_its_own_budget_and_everything_else_counts_on
         assert page.status_code == 200 and page.headers["X-RateLimit-Limit"] == "4"
     assert first.get("/marketplace/salon", environ_base=env).status_code == 429
     assert second.get("/marketplace/salon", environ_base=env).status_code == 200
+
+
+def test_swallowed_storage_errors_are_logged_in_brief_once_a_period():
+    brief = limits.SwallowedErrorsInBrief(every=0.2)
+
+    def swallowed() -> logging.LogRecord:
+        try:
+            raise redis.ConnectionError("Connection refused")
+        except redis.ConnectionError:
+            record = logging.getLogger(limits.LIMITER_LOGGER).makeRecord(
+                limits.LIMITER_LOGGER, logging.ERROR, __file__, 1, "Failed to rate limit. Swallowing error", (),
+                sys.exc_info())
+        return record
+
+    kept = [record for record in (swallowed() for _ in range(50)) if brief.filter(record)]
+    assert len(kept) == 1
+    first = kept[0]
+    assert first.levelno == logging.WARNING and first.exc_info is None
+    assert first.getMessage() == ("rate limit storage unreachable, requests let through unlimited "
+                                  "(1 since the last report): Connection refused")
+    time.sleep(0.25)
+    later = swallowed()
+    assert brief.filter(later) and "(50 since the last report)" in later.getMessage()
+    other = logging.LogRecord(limits.LIMITER_LOGGER, logging.INFO, __file__, 1, "Rate limit storage recovered", (),
+                              None)
+    assert brief.filter(other) and other.getMessage() == "Rate limit storage recovered"

@@ -12,6 +12,9 @@ forged ``X-Forwarded-For`` counts only when a trusted proxy put it there. Every 
 carries ``X-RateLimit-Limit``, ``X-RateLimit-Remaining`` and ``X-RateLimit-Reset``; a 429 adds
 ``Retry-After`` and the reference's body. Endpoints without a decorator (webhook ingestion) are
 never limited: the limiter has no default limits.
+
+When Redis cannot be reached the limits fail open (Flask-Limiter's ``RATELIMIT_SWALLOW_ERRORS``): a
+request is let through, and the log says so in one line a minute, not a traceback per request.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,6 +38,42 @@ from web.extensions import limiter
 from web.salon_session import current_session
 
 log = logging.getLogger(__name__)
+
+# Flask-Limiter's own logger: a swallowed storage error is logged there with its traceback, per request.
+LIMITER_LOGGER = "flask-limiter"
+SWALLOWED_REPORT_SECONDS = 60.0
+
+
+class SwallowedErrorsInBrief(logging.Filter):
+    """Flask-Limiter's "… Swallowing error" records while the storage is away: the first of each
+    ``SWALLOWED_REPORT_SECONDS`` kept as a warning without the traceback (with how many came since the
+    last one), the rest dropped."""
+
+    def __init__(self, every: float = SWALLOWED_REPORT_SECONDS) -> None:
+        super().__init__()
+        self._every = every
+        self._lock = threading.Lock()
+        self._reported_at = -math.inf
+        self._since = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "Swallowing error" not in str(record.msg):
+            return True
+        with self._lock:
+            self._since += 1
+            now = time.monotonic()
+            if now - self._reported_at < self._every:
+                return False
+            self._reported_at, since, self._since = now, self._since, 0
+        error = record.exc_info[1] if record.exc_info else None
+        record.msg = "rate limit storage unreachable, requests let through unlimited (%s since the last report): %s"
+        record.args = (since, error)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+_brief = SwallowedErrorsInBrief()
 
 
 def client_ip() -> str:
@@ -128,7 +168,11 @@ def _retry_after_only_on_refusals(response: Response) -> Response:
 
 
 def register_rate_limit_handler(app: Flask) -> None:
-    """429 in the reference's shape, with ``Retry-After``; no ``Retry-After`` on successful answers."""
+    """429 in the reference's shape, with ``Retry-After``; no ``Retry-After`` on successful answers; the
+    limiter's swallowed storage errors logged in brief."""
+    limiter_log = logging.getLogger(LIMITER_LOGGER)
+    if _brief not in limiter_log.filters:
+        limiter_log.addFilter(_brief)
     # First in the list = run last (Flask runs after-request hooks in reverse), i.e. after the limiter's.
     app.after_request_funcs.setdefault(None, []).insert(0, _retry_after_only_on_refusals)
 
