@@ -10,6 +10,7 @@ them to the next one, which drains them without waiting for a request.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import threading
 import time
@@ -20,15 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from models import Booking, EventStatus, WebhookEvent, db
+from models import Booking, EventStatus, IntegrationStatus, WebhookEvent, db
 from services.platform.schema import upgrade
 from services.webhooks import admin
-from tests.factories import MadeCompany, make_company
+from tests.factories import MadeCompany, make_company, reread_company
 from tests.factories import booking_delivery as delivery
+from tests.fakes.yclients import APPLICATION_ID, PARTNER_TOKEN
 from tests.servers import OwnPostgres, postgres_bin
 from tests.support import Backends, ServiceProcess, post, wait_until, web_command
 from tests.whatsapp_stack import Stack, start_stack
@@ -177,9 +180,14 @@ def test_a_web_process_killed_with_a_full_spool_is_drained_by_the_next_one(
         made = make_company()
         db.session.remove()
     path = f"/marketplace/webhook/{made.id}?secret={made.webhook_secret}"
+    freeze = json.dumps({"salon_id": made.salon_id, "application_id": APPLICATION_ID, "event": "freeze",
+                         "partner_token": PARTNER_TOKEN}).encode()
     own_postgres.stop()
     answers = [post(stack.base_url, path, delivery(n)) for n in range(1, 41)]
     assert answers == [(200, {"success": True})] * 40
+    # A lifecycle delivery is not spooled (its salon is looked up to file it): 503, so YClients sends it again.
+    refused = requests.post(stack.base_url + "/marketplace/webhook/yclients", data=freeze, timeout=20)
+    assert (refused.status_code, refused.json()["success"]) == (503, False) and refused.headers["Retry-After"]
     [web] = [proc for proc in stack.processes if proc.name.startswith("web-")]
     web.kill()  # a crash: nothing of the spool is drained on the way out
     own_postgres.start()
@@ -191,4 +199,6 @@ def test_a_web_process_killed_with_a_full_spool_is_drained_by_the_next_one(
     with stack.app.app_context():  # no request reaches the new process: it drains on its own
         wait_processed(made.id, 40)
         assert record_ids(inbox(made.id)) == list(range(1, 41))
+        assert post(stack.base_url, "/marketplace/webhook/yclients", freeze) == (200, {"success": True})
+        wait_until(lambda: reread_company(made.id).integration_status == IntegrationStatus.FROZEN, timeout=30)
         db.session.remove()
