@@ -19,9 +19,11 @@ class MessagingSettings(Base):
     disabled_kinds: Mapped[list[str]] = mapped_column(JSONType, default=list)
     # [{"id", "kind", "hours_before"} | {"id", "kind", "day_before_at": "HH:MM"}]; None = the defaults.
     reminders: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
-    reask_at: Mapped[str | None] = mapped_column(String(5), default="10:00")
-    quiet_start: Mapped[str | None] = mapped_column(String(5), default="21:00")
-    quiet_end: Mapped[str | None] = mapped_column(String(5), default="09:00")
+    # None switches the re-ask or the quiet hours off; the defaults are settings_row's, never a column's
+    # (a column default would turn a new row's "off" back on at INSERT).
+    reask_at: Mapped[str | None] = mapped_column(String(5))
+    quiet_start: Mapped[str | None] = mapped_column(String(5))
+    quiet_end: Mapped[str | None] = mapped_column(String(5))
     # {kind: text} for the kinds the salon rewrote.
     templates: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)
     # E.164: where "the client will not come" alerts go.

@@ -145,3 +145,11 @@ def test_the_log_filters_searches_and_pages(client, salon):
     assert client.get(_url(salon, "messages?state=lost"), headers=_key(salon)).status_code == 400
     stats = client.get(_url(salon, "messages/stats?days=7"), headers=_key(salon)).get_json()["stats"]
     assert stats["totals"]["sent"] == 2 and stats["totals"]["failed"] == 3
+
+
+def test_quiet_hours_switched_off_by_a_salon_that_never_saved_settings_stay_off(client, salon):
+    response = client.put(_url(salon), json={"quiet_hours": None}, headers=_key(salon))
+    assert response.status_code == 200, response.get_json()
+    db.session.expire_all()
+    assert client.get(_url(salon), headers=_key(salon)).get_json()["settings"]["quiet_hours"] == \
+        {"start": None, "end": None}
