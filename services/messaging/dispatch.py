@@ -196,13 +196,13 @@ def send_next(company_id: int) -> Outcome:
     token = message.attempts
     db.session.commit()
     try:
-        gateway().typing(session, digits, typing)
+        gateway().typing(session, digits, slot.lead_seconds)
     except GatewayError as exc:
         log.info("typing before message %s not shown: %s", message.id, exc)
-    enqueue(Job.MESSAGING_DELIVER, message.id, token, after_commit=False, countdown=typing or None)
-    # Back when the number's next slot opens (for a text typed as long as this one): after only the
-    # minimum gap, which the jittered gap nearly always exceeds, a run would just find it too soon.
-    return Outcome(again_in=slot.gap_seconds)
+    enqueue(Job.MESSAGING_DELIVER, message.id, token, after_commit=False, countdown=slot.lead_seconds or None)
+    # Back when the number's next slot opens for a text typed as long as this one; a shorter next text
+    # is booked at that slot all the same (it types a little longer) instead of a run finding it too soon.
+    return Outcome(again_in=slot.gap_seconds + slot.lead_seconds - typing)
 
 
 def deliver(message_id: int, token: int) -> str:

@@ -3,8 +3,10 @@
 At most ``WHATSAPP_MAX_PER_MINUTE`` messages a minute per number, as a minimum gap between two
 sends stretched by a random part (so sends never tick like a machine), and at most
 ``WHATSAPP_DAILY_CAP`` a day (the salon's local day). One Lua script checks and books a send
-atomically, so two workers can never take the same gap. Pacing uses real seconds, not the
-scheduling clock: it is about how WhatsApp sees the number.
+atomically, so two workers can never take the same gap. A send is booked after its typing time,
+or later, when the number's slot opens within the longest typing time: "typing…" then shows until
+the slot (as WhatsApp shows it until the text comes), instead of a dispatcher coming back for it.
+Pacing uses real seconds, not the scheduling clock: it is about how WhatsApp sees the number.
 """
 
 from __future__ import annotations
@@ -17,18 +19,21 @@ from zoneinfo import ZoneInfo
 
 from services.platform import runtime
 
-# KEYS: next-allowed time, today's count. ARGV: now, gap, daily cap, count TTL.
-# Returns {1, 0} booked; {0, seconds} too soon; {-1, 0} the day's cap is reached.
+# KEYS: next-allowed time, today's count. ARGV: the send's time, gap, daily cap, count TTL, the latest
+# time it may be booked at. Returns {1, time booked}; {0, seconds too soon}; {-1, 0} the day's cap is reached.
 _RESERVE = """
-local now = tonumber(ARGV[1])
+local at = tonumber(ARGV[1])
 local next_at = tonumber(redis.call('GET', KEYS[1]) or '0')
-if now < next_at then return {0, tostring(next_at - now)} end
+if at < next_at then
+  if next_at > tonumber(ARGV[5]) then return {0, tostring(next_at - at)} end
+  at = next_at
+end
 local sent = tonumber(redis.call('GET', KEYS[2]) or '0')
 if sent >= tonumber(ARGV[3]) then return {-1, '0'} end
-redis.call('SET', KEYS[1], tostring(now + tonumber(ARGV[2])), 'EX', 86400)
+redis.call('SET', KEYS[1], tostring(at + tonumber(ARGV[2])), 'EX', 86400)
 redis.call('INCR', KEYS[2])
 redis.call('EXPIRE', KEYS[2], tonumber(ARGV[4]))
-return {1, '0'}
+return {1, tostring(at)}
 """
 # KEYS: when the number last handed a text to the gateway. ARGV: now, minimum gap.
 # Returns 0 (and records now) when the gap has passed, else the seconds still to wait.
@@ -45,13 +50,14 @@ JITTER = (1.0, 1.6)
 
 @dataclass(frozen=True)
 class Slot:
-    """The pacer's answer: ``booked`` (with the gap drawn until the number's next send), or how long to wait
-    (``until_tomorrow`` when the day's cap is reached)."""
+    """The pacer's answer: ``booked`` (``lead_seconds`` from now, with the gap drawn until the number's next
+    send), or how long to wait (``until_tomorrow`` when the day's cap is reached)."""
 
     booked: bool
     wait_seconds: float = 0.0
     until_tomorrow: bool = False
     gap_seconds: float = 0.0
+    lead_seconds: float = 0.0
 
 
 def min_gap() -> float:
@@ -66,18 +72,22 @@ def _seconds_to_local_midnight(zone: ZoneInfo, now: float) -> float:
 
 
 def reserve(company_id: int, zone: ZoneInfo, lead: float = 0.0) -> Slot:
-    """Book a send ``lead`` seconds from now (after typing) if pacing allows; else say how long to wait."""
+    """Book a send ``lead`` seconds from now (after typing), or at the number's next slot if it opens within
+    the longest typing time; else say how long to wait."""
     settings = runtime.settings()
-    now = time.time() + lead
-    day = datetime.fromtimestamp(now, zone).date().isoformat()
+    now = time.time()
+    at = now + lead
+    day = datetime.fromtimestamp(at, zone).date().isoformat()
     gap = min_gap() * random.uniform(*JITTER)
+    latest = now + max(lead, settings.whatsapp_typing_max_seconds)
     keys = [settings.key("pace", company_id, "next"), settings.key("pace", company_id, "day", day)]
     script = runtime.redis().register_script(_RESERVE)
-    outcome, detail = script(keys=keys, args=[repr(now), repr(gap), settings.whatsapp_daily_cap, 2 * 86400])
+    outcome, detail = script(keys=keys, args=[repr(at), repr(gap), settings.whatsapp_daily_cap, 2 * 86400,
+                                              repr(latest)])
     if int(outcome) == 1:
-        return Slot(True, gap_seconds=gap)
+        return Slot(True, gap_seconds=gap, lead_seconds=float(detail) - now)
     if int(outcome) == -1:
-        return Slot(False, _seconds_to_local_midnight(zone, now), until_tomorrow=True)
+        return Slot(False, _seconds_to_local_midnight(zone, at), until_tomorrow=True)
     return Slot(False, float(detail))
 
 
