@@ -15,7 +15,7 @@ from integrations.whatsapp import GatewayError, SingleSessionOnly
 from models import db
 from services.platform import parcels
 from services.platform.jobs import Job, enqueue
-from services.whatsapp import codes, gateway, reconcile, session_events, sessions
+from services.whatsapp import codes, gateway, receipts, reconcile, session_events, sessions
 
 log = logging.getLogger(__name__)
 EXPLAINED = sessions.EXPLANATIONS[sessions.SINGLE_SESSION_REASON]
@@ -75,6 +75,12 @@ def handle_event(parcel_id: str) -> str:
     outcome = session_events.handle_event(event)
     db.session.commit()
     return outcome
+
+
+@shared_task(name=Job.WHATSAPP_APPLY_RECEIPTS, acks_late=True, ignore_result=True)
+def apply_receipts() -> int:
+    """Apply the gateway receipts of our messages that came meanwhile, in one transaction a batch."""
+    return receipts.apply_waiting(session_events.handle_event)
 
 
 @shared_task(name=Job.WHATSAPP_RENDER_QR)

@@ -33,7 +33,8 @@ def test_the_tasks_run_for_every_message_store_no_result(app):
     storing them (and their STARTED state) was a fifth of the worker's CPU per message (bench/messaging.py)."""
     celery_app = app.extensions["celery"]
     celery_app.loader.import_default_modules()
-    per_message = (Job.MESSAGING_DISPATCH, Job.MESSAGING_DELIVER, Job.WHATSAPP_HANDLE_EVENT, Job.WHATSAPP_SIMULATOR_ACK)
+    per_message = (Job.MESSAGING_DISPATCH, Job.MESSAGING_DELIVER, Job.WHATSAPP_APPLY_RECEIPTS,
+                   Job.WHATSAPP_SIMULATOR_ACK)
     assert [name for name in per_message if not celery_app.tasks[name].ignore_result] == []
 
 

@@ -11,6 +11,7 @@ from services.phones import parse_phone, whatsapp_digits
 from services.platform import outages, parcels, runtime
 from services.platform.errors import Conflict, NotFound
 from services.platform.jobs import Job, enqueue
+from services.whatsapp import receipts
 
 SESSION_PREFIX = "company-"
 # The failure reason of a company a single-session gateway (WAHA Core) cannot serve.
@@ -65,8 +66,12 @@ def gateway() -> WhatsAppGateway:
 
 
 def deliver_event(event: dict[str, Any]) -> None:
-    """Hand a gateway event to ``whatsapp.handle_event`` (by parcel id: it carries the phone number)."""
-    enqueue(Job.WHATSAPP_HANDLE_EVENT, parcels.park(event), after_commit=False)
+    """Hand a gateway event on: a receipt to the next batch of receipts, any other to ``whatsapp.handle_event``
+    (by parcel id: it carries the phone number)."""
+    if event.get("event") == receipts.KIND:
+        receipts.add(event)
+    else:
+        enqueue(Job.WHATSAPP_HANDLE_EVENT, parcels.park(event), after_commit=False)
 
 
 def translate(body: dict[str, Any]) -> list[dict[str, Any]]:
