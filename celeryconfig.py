@@ -43,9 +43,12 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        # Flower needs the events.
+        # Flower needs the worker's events (received, started, succeeded, failed, retried): every task
+        # shows there from the moment a worker takes it. No task-sent events: they were one more publish
+        # per enqueue (four per message sent to a client), and what they added, a task still waiting in
+        # the queue, Flower's broker page shows as the queue's length.
         "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "task_send_sent_event": False,
         "task_track_started": True,
         "result_expires": 3600,
         "task_time_limit": 300,
