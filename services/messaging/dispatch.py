@@ -17,13 +17,26 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from redis.exceptions import LockError
 from sqlalchemy import and_, func, select, update
 
 from integrations.whatsapp import GatewayError
 from integrations.whatsapp.base import message_key
-from models import Booking, Client, Company, IntegrationStatus, Message, MessageState, OptOut, db, utcnow
+from models import (
+    Booking,
+    Client,
+    Company,
+    IntegrationStatus,
+    Message,
+    MessageState,
+    MessagingSettings,
+    OptOut,
+    WhatsAppSession,
+    db,
+    utcnow,
+)
 from services.messaging import numbers, pacing
 from services.messaging.outbox import REMINDER_KINDS
 from services.messaging.settings import settings_row
@@ -105,19 +118,48 @@ def claim_due(now: datetime, limit: int = BATCH) -> list[int]:
     return list(companies)
 
 
-def _next_queued(company_id: int) -> Message | None:
-    query = (select(Message).where(Message.company_id == company_id, Message.state == MessageState.QUEUED)
+@dataclass(frozen=True)
+class _Queued:
+    """A salon's next queued message with what deciding and rendering it reads."""
+
+    message: Message
+    booking: Booking | None
+    client: Client | None
+    opted_out: bool
+
+
+def _next_queued(company_id: int) -> _Queued | None:
+    """The salon's next queued message (row-locked; one another run holds is skipped), with its booking, the
+    booking's client and whether the phone opted out, in one query."""
+    query = (select(Message, Booking, Client, OptOut.phone)
+             .outerjoin(Booking, Booking.id == Message.booking_id)
+             .outerjoin(Client, Client.id == Booking.client_id)
+             .outerjoin(OptOut, and_(OptOut.company_id == Message.company_id, OptOut.phone == Message.phone))
+             .where(Message.company_id == company_id, Message.state == MessageState.QUEUED)
              .order_by(Message.priority, Message.due_at, Message.id).limit(1))
     if db.session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(skip_locked=True)
-    return db.session.scalars(query).first()
+        query = query.with_for_update(of=Message, skip_locked=True)
+    row = db.session.execute(query).first()
+    return None if row is None else _Queued(row[0], row[1], row[2], row[3] is not None)
 
 
-def _still_wanted(message: Message, booking: Booking | None, now: datetime) -> str | None:
+def _salon(company_id: int) -> tuple[Company, str | None, MessagingSettings | None] | None:
+    """The salon, its gateway session and its stored messaging settings, in one query."""
+    row = db.session.execute(
+        select(Company, WhatsAppSession.gateway_session, MessagingSettings)
+        .outerjoin(WhatsAppSession, WhatsAppSession.company_id == Company.id)
+        .outerjoin(MessagingSettings, MessagingSettings.company_id == Company.id)
+        .where(Company.id == company_id)
+    ).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def _still_wanted(queued: _Queued, now: datetime) -> str | None:
     """Why a queued message should not go any more, or None."""
+    message, booking = queued.message, queued.booking
     if message.expires_at <= now:
         return "deadline passed before it could be sent"
-    if db.session.get(OptOut, (message.company_id, message.phone)) is not None and message.kind != Kind.OPT_OUT_ACK:
+    if queued.opted_out and message.kind != Kind.OPT_OUT_ACK:
         return "client opted out (СТОП)"
     if booking is None:
         return None if message.booking_id is None else "booking deleted"
@@ -131,8 +173,8 @@ def _still_wanted(message: Message, booking: Booking | None, now: datetime) -> s
     return None
 
 
-def _context(message: Message, booking: Booking | None, company: Company) -> Context:
-    client = db.session.get(Client, booking.client_id) if booking is not None and booking.client_id else None
+def _context(queued: _Queued, company: Company) -> Context:
+    booking, client = queued.booking, queued.client
     return Context(
         client_name=client.name if client else None, salon=company.title,
         services=tuple(booking.services or ()) if booking else (), master=booking.staff_name if booking else None,
@@ -141,9 +183,15 @@ def _context(message: Message, booking: Booking | None, company: Company) -> Con
     )
 
 
+def _outcome(kind: str, state: str, now: datetime, reason: str | None = None) -> dict[str, Any]:
+    """The columns a message's outcome sets (counted in the metrics)."""
+    MESSAGES.labels(kind=kind, outcome=state).inc()
+    return {"state": state, "reason": reason[:255] if reason else None, "updated_at": now}
+
+
 def _finish(message: Message, state: str, now: datetime, reason: str | None = None) -> None:
-    message.state, message.reason, message.updated_at = state, reason[:255] if reason else None, now
-    MESSAGES.labels(kind=message.kind, outcome=state).inc()
+    for name, value in _outcome(message.kind, state, now, reason).items():
+        setattr(message, name, value)
 
 
 def send_next(company_id: int) -> Outcome:
@@ -152,17 +200,16 @@ def send_next(company_id: int) -> Outcome:
     The message becomes ``sending`` (committed), "typing…" shows, and ``deliver`` hands the text to
     the gateway once the typing time has passed — no worker sleeps meanwhile.
     """
-    company = db.session.get(Company, company_id)
+    company, session, stored = _salon(company_id) or (None, None, None)
     if company is None or not company.whatsapp_connected:
         db.session.rollback()
         return Outcome()  # waits, queued, until WhatsApp is back (the tick looks again)
-    message = _next_queued(company_id)
-    if message is None:
+    queued = _next_queued(company_id)
+    if queued is None:
         db.session.rollback()
         return Outcome()
-    now = clock.now()
-    booking = db.session.get(Booking, message.booking_id) if message.booking_id else None
-    why_not = _still_wanted(message, booking, now)
+    message, now = queued.message, clock.now()
+    why_not = _still_wanted(queued, now)
     if why_not:
         _finish(message, MessageState.SKIPPED, now, why_not)
         db.session.commit()
@@ -171,7 +218,7 @@ def send_next(company_id: int) -> Outcome:
     if probe_in > 0:
         db.session.rollback()
         return Outcome(again_in=probe_in)  # the gateway is away: wait for the next probe, queued
-    session = session_for(company_id).gateway_session
+    session = session or session_for(company_id).gateway_session
     digits = whatsapp_digits(message.phone)
     try:
         exists = numbers.exists(company_id, session, digits)
@@ -182,8 +229,8 @@ def send_next(company_id: int) -> Outcome:
         _finish(message, MessageState.SKIPPED, now, "number is not on WhatsApp")
         db.session.commit()
         return Outcome(again_in=0.0)
-    template = (settings_row(company_id).templates or {}).get(message.kind)
-    text = message.text or render(template, Kind(message.kind), _context(message, booking, company))
+    template = ((stored or settings_row(company_id)).templates or {}).get(message.kind)
+    text = message.text or render(template, Kind(message.kind), _context(queued, company))
     typing = pacing.typing_seconds(text)
     slot = pacing.reserve(company_id, company.zone, lead=typing)
     if not slot.booked:
@@ -205,19 +252,27 @@ def send_next(company_id: int) -> Outcome:
     return Outcome(again_in=slot.gap_seconds + slot.lead_seconds - typing)
 
 
+def _sending(message_id: int) -> tuple[Message, Company, str | None] | None:
+    """The message (row-locked), its salon and the salon's gateway session, in one query."""
+    query = (select(Message, Company, WhatsAppSession.gateway_session)
+             .join(Company, Company.id == Message.company_id)
+             .outerjoin(WhatsAppSession, WhatsAppSession.company_id == Message.company_id)
+             .where(Message.id == message_id))
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=Message)
+    row = db.session.execute(query).first()
+    return None if row is None else (row[0], row[1], row[2])
+
+
 def deliver(message_id: int, token: int) -> str:
     """Hand a ``sending`` message to the gateway, once: a repeated or late task finds it handed and stops."""
-    query = select(Message).where(Message.id == message_id)
-    if db.session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
-    message = db.session.scalars(query).first()
-    if message is None or message.state != MessageState.SENDING or message.attempts != token \
+    message, company, session = _sending(message_id) or (None, None, None)
+    if message is None or company is None or message.state != MessageState.SENDING or message.attempts != token \
             or message.handed_at is not None:
         db.session.rollback()
         return "not mine"
-    company = db.session.get(Company, message.company_id)
     now = clock.now()
-    if company is None or not company.whatsapp_connected:
+    if not company.whatsapp_connected:
         message.state, message.sending_at, message.updated_at = MessageState.QUEUED, None, now
         db.session.commit()
         return "waits for WhatsApp"
@@ -226,15 +281,13 @@ def deliver(message_id: int, token: int) -> str:
         db.session.rollback()
         enqueue(Job.MESSAGING_DELIVER, message_id, token, after_commit=False, countdown=wait)
         return "paced"
-    session = session_for(message.company_id).gateway_session
+    session = session or session_for(message.company_id).gateway_session
     message.handed_at = utcnow()
-    text, company_id = message.text or "", message.company_id
+    text, company_id, phone, kind = message.text or "", message.company_id, message.phone, message.kind
     db.session.commit()  # from here on, a crash leaves it handed: failed by the lease, never sent twice
-    message = db.session.get(Message, message_id)
-    assert message is not None
     try:
         try:
-            gateway_id = gateway().send_text(session, whatsapp_digits(message.phone), text)
+            gateway_id = gateway().send_text(session, whatsapp_digits(phone), text)
         finally:
             pacing.sent(company_id)
     except GatewayError as exc:
@@ -253,11 +306,14 @@ def deliver(message_id: int, token: int) -> str:
             _finish(message, MessageState.FAILED, now, f"gateway refused: {exc}")
         db.session.commit()
         return message.state
-    message.gateway_message_id = message_key(gateway_id)  # what receipts name it by, whatever the gateway
-    message.sent_at = now
-    _finish(message, MessageState.SENT, now)
+    # One UPDATE: the row committed above is not loaded again to be changed.
+    db.session.execute(
+        update(Message).where(Message.id == message_id)
+        .values(gateway_message_id=message_key(gateway_id),  # what receipts name it by, whatever the gateway
+                sent_at=now, **_outcome(kind, MessageState.SENT, now))
+        .execution_options(synchronize_session=False))
     db.session.commit()
-    runtime.bus().emit(company_id, "message.sent", {"messageId": message_id, "kind": message.kind})
+    runtime.bus().emit(company_id, "message.sent", {"messageId": message_id, "kind": kind})
     return MessageState.SENT
 
 
