@@ -199,6 +199,6 @@ def simulator_rotate_qr(session: str, attempt: str, index: int) -> bool:
 
 
 @shared_task(name=Job.WHATSAPP_SIMULATOR_ACK, acks_late=True, ignore_result=True)
-def simulator_ack(session: str, message_id: str, ack: int) -> None:
-    """Simulator timer: the client's phone acknowledges one of our messages."""
-    gateway.simulator_ack(session, message_id, ack)
+def simulator_ack() -> int:
+    """Simulator timer: the clients' phones acknowledge the messages sent a moment ago."""
+    return gateway.simulator_acks_due()

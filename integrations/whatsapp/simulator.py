@@ -35,7 +35,8 @@ ROTATE_TASK = "whatsapp.simulator_rotate_qr"
 ACK_TASK = "whatsapp.simulator_ack"
 # WAHA's ack levels: -1 ERROR, 0 PENDING, 1 SERVER, 2 DEVICE, 3 READ, 4 PLAYED.
 ACK_NAMES = {-1: "ERROR", 0: "PENDING", 1: "SERVER", 2: "DEVICE", 3: "READ", 4: "PLAYED"}
-# The client's phone confirms delivery this long after a send (read only when simulated).
+# The client's phone confirms delivery this long after a send (read only when simulated). The
+# confirmations due are delivered together by one timer (``ACK_TASK``), not a timer per message.
 DEVICE_ACK_AFTER = 1.0
 # WhatsApp's pairing-code alphabet (no 0, O, I, U).
 PAIRING_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
@@ -237,8 +238,29 @@ class SimulatorGateway(WhatsAppGateway):
         self._log(session, {"type": "text", "id": message_id, "chatId": f"{phone_digits}@c.us", "text": text})
         if self.timings.send_seconds:
             time.sleep(self.timings.send_seconds)  # sent; the answer is slow (a caller may time out or die)
-        self._schedule(ACK_TASK, [session, message_id, 2], DEVICE_ACK_AFTER)
+        self._redis.zadd(self._prefix + ":acks", {json.dumps([session, message_id, 2]): time.time() + DEVICE_ACK_AFTER})
+        self._ack_timer(DEVICE_ACK_AFTER)
         return message_id
+
+    def _ack_timer(self, seconds: float) -> None:
+        if self._redis.set(self._prefix + ":acks_timer", 1, nx=True, ex=int(seconds) + 60):
+            self._schedule(ACK_TASK, [], seconds)
+
+    def acks_due(self) -> int:
+        """Timer: the phones' confirmations that are due, delivered (each once, whichever timer takes it); the
+        timer set again for those still to come. How many were delivered."""
+        key = self._prefix + ":acks"
+        self._redis.delete(self._prefix + ":acks_timer")  # sends from now on set the timer again
+        delivered = 0
+        for item in cast("list[bytes]", self._redis.zrangebyscore(key, "-inf", time.time())):
+            if self._redis.zrem(key, item):
+                session, message_id, ack = json.loads(item)
+                self.ack(session, message_id, ack)
+                delivered += 1
+        nearest = cast("list[tuple[bytes, float]]", self._redis.zrange(key, 0, 0, withscores=True))
+        if nearest:
+            self._ack_timer(max(0.0, nearest[0][1] - time.time()))
+        return delivered
 
     def ack(self, session: str, message_id: str, ack: int) -> None:
         """The client's phone reports our message ``message_id`` delivered (2), read (3) or failed (-1)."""

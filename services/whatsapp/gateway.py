@@ -138,9 +138,9 @@ def simulate_absent_number(phone: str) -> None:
     _simulator().set_number_exists(whatsapp_digits(parse_phone(phone)), False)
 
 
-def simulator_ack(session: str, message_id: str, ack: int) -> None:
-    """Simulator timer: the client's phone acknowledges a message."""
-    _simulator().ack(session, message_id, ack)
+def simulator_acks_due() -> int:
+    """Simulator timer: the clients' phones confirm the messages sent a moment ago."""
+    return _simulator().acks_due()
 
 
 def simulator_rotate(session: str, attempt: str, index: int) -> bool:
