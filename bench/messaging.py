@@ -170,10 +170,11 @@ def report(results: dict[str, Any]) -> str:
     if "dispatch" in results:
         lines += ["", "Measured: planning, the tick's queries and dispatch at the sizes above. Extrapolated: the "
                   f"CPU at {TARGET_NUMBERS} numbers, as the measured worker CPU per message × {full:.1f} messages/s. "
-                  "Per message the worker runs a dispatcher (about 1.5 times: a text typed for less time than the "
-                  "one before finds its slot not yet open), a deliver task, a task per gateway receipt (sent, "
-                  "delivered) and, with the simulator, its ack timer; its main process also publishes Celery's task "
-                  "events for Flower."]
+                  "Per message the worker runs a dispatcher once (a text shorter than the one before is booked at "
+                  "its number's next slot) and a deliver task, and a share of two tasks that run once a second: "
+                  "the receipts batch and, with the simulator, its phones' confirmations (a real gateway's work, "
+                  "done outside the worker); its main process also publishes the worker's task events for Flower "
+                  "(no task-sent events)."]
     if "due" in results:
         lines += ["", "The tick's statements (EXPLAIN (ANALYZE, BUFFERS), the heaviest scenario):", ""]
         heaviest = list(results["due"]["scenarios"].values())[-1]
