@@ -1,4 +1,4 @@
-"""One open WebSocket: JSON frames sent under a per-connection lock, fed by the process's event bus.
+"""One open WebSocket: JSON frames queued for the connection's own writer thread, fed by the process's event bus.
 
 The bus has one Redis subscriber per web process; each socket only registers a callback on its
 company's channel, so any web process can serve any socket while workers publish elsewhere.
@@ -11,6 +11,7 @@ import logging
 import socket
 import struct
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +21,11 @@ from services.platform.pubsub import EventBus, Message, company_channel
 
 log = logging.getLogger(__name__)
 
-# A client that stops reading fills its socket buffer; a send then gives up after this long (and the
-# socket is shut down) instead of holding the process's one event-bus thread for every other socket.
+# A client that stops reading fills its socket buffer; a send then gives up after this long and the socket
+# is shut down, so that its writer thread (or gunicorn's) is not held for good.
 SEND_TIMEOUT_SECONDS = 5.0
+# What may wait for one plain socket's writer: a few dozen QR events (each some kilobytes of data URL).
+OUTBOX_BYTES = 256 * 1024
 
 
 SLOTS = "websocket_slots"
@@ -80,32 +83,65 @@ def bounded_sends(sock: socket.socket) -> Any:
 
 
 class SocketConnection:
-    """A connected client; ``send`` is safe from the handler thread and the bus thread alike."""
+    """A connected client. ``send`` only queues the frame: the connection's own writer thread writes it, so the
+    bus thread (and every other socket) never waits on this client. One that falls ``OUTBOX_BYTES`` behind (so
+    at most that and one frame wait), or whose send times out, is cut off: its page reconnects and gets the
+    current ``status`` on connect."""
 
     def __init__(self, ws: Server, bus: EventBus) -> None:
         self._ws = ws
         self._bus = bus
-        self._lock = threading.Lock()
+        self._ready = threading.Condition()
+        self._outbox: deque[str] = deque()
+        self._queued = 0  # characters waiting in the outbox
         self._unsubscribe: Callable[[], None] | None = None
         self.company_id: int | None = None
         self.open = True
         ws.sock = bounded_sends(ws.sock)
+        self._writer = threading.Thread(target=self._write, name="websocket-writer", daemon=True)
+        self._writer.start()
 
     def send(self, event: str, data: dict[str, Any]) -> None:
-        """Send ``{"event", "data"}``; a failed send marks the connection closed."""
+        """Queue ``{"event", "data"}`` for the writer; a client too far behind is cut off instead."""
         frame = json.dumps({"event": event, "data": data}, ensure_ascii=False)
-        with self._lock:
+        with self._ready:
             if not self.open:
                 return
+            if self._queued >= OUTBOX_BYTES:
+                log.info("a WebSocket client fell %d characters behind; closing the socket", self._queued)
+                self._cut_off()
+                return
+            self._outbox.append(frame)
+            self._queued += len(frame)
+            self._ready.notify()
+
+    def _write(self) -> None:
+        while True:
+            with self._ready:
+                while self.open and not self._outbox:
+                    self._ready.wait()
+                if not self.open:
+                    return
+                frame = self._outbox.popleft()
+                self._queued -= len(frame)
             try:
                 self._ws.send(frame)
             except (ConnectionClosed, OSError) as exc:
-                self.open = False
-                if not isinstance(exc, ConnectionClosed):
-                    log.info("a WebSocket send failed (%s); closing the socket", exc)
-                    self._shut_down()
+                with self._ready:
+                    if not isinstance(exc, ConnectionClosed):
+                        log.info("a WebSocket send failed (%s); closing the socket", exc)
+                        self._cut_off()
+                    self._stop()
+                return
 
-    def _shut_down(self) -> None:
+    def _stop(self) -> None:
+        self.open = False
+        self._outbox.clear()
+        self._queued = 0
+        self._ready.notify()
+
+    def _cut_off(self) -> None:
+        self._stop()
         # The reader thread sees EOF, so the handler's receive() ends and the client reconnects.
         try:
             self._ws.sock.shutdown(socket.SHUT_RDWR)
@@ -126,8 +162,12 @@ class SocketConnection:
             self.send(message["event"], message.get("data") or {})
 
     def close(self) -> None:
-        """Stop receiving events (the socket itself is closed by flask-sock)."""
-        self.open = False
+        """Stop receiving events and let the writer finish the frame it is sending (the socket itself is then
+        closed by flask-sock, whose close frame must not cut into that one)."""
+        with self._ready:
+            self._stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._writer is not threading.current_thread():
+            self._writer.join(timeout=SEND_TIMEOUT_SECONDS + 1)
