@@ -49,6 +49,9 @@ EXTENSION = "socketio"
 PING_INTERVAL, PING_TIMEOUT = 25, 20
 ENGINE_IO_TYPES = "0123456"  # OPEN … NOOP: the first character of every Engine.IO text packet
 ENGINE_IO_CLOSE = "1"
+# Packets a session may have waiting (for its WebSocket writer, or its next poll); a room's event is one packet
+# shared by every member, so a client that stops reading holds a reference per event, not a copy.
+MAX_QUEUED_PACKETS = 32
 
 
 class MalformedPacket(ValueError):
@@ -136,11 +139,12 @@ class _WebSocket(SimpleWebSocketWSGI):
 
 
 class _Engine(engineio.Server):
-    """python-engineio's server on ``_WebSocket``, ending sessions without waiting.
+    """python-engineio's server on ``_WebSocket``, ending sessions without waiting, or once they fall behind.
 
     Upstream ``disconnect`` waits until the client has read Engine.IO's CLOSE; it is called from the
     request that found a body too long or a packet of an unknown type, so a polling client that sends one
-    and never polls again would hold that request's thread for good.
+    and never polls again would hold that request's thread for good. Upstream queues are unbounded: a client
+    that stops reading (or polling) would gather every event until its ping timeout.
     """
 
     _async: dict[str, Any]  # the async mode's primitives, chosen by python-engineio
@@ -148,6 +152,16 @@ class _Engine(engineio.Server):
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self._async = {**self._async, "websocket": _WebSocket}
+
+    def send_packet(self, sid: str, pkt: Any) -> None:
+        """Queue ``pkt`` for the session; one already ``MAX_QUEUED_PACKETS`` behind is ended instead (its
+        client reconnects and gets the current state). Never waits: room events are sent on the bus thread."""
+        session = self.sockets.get(sid)
+        if session is not None and session.queue.qsize() >= MAX_QUEUED_PACKETS:
+            log.info("a Socket.IO client fell %d packets behind; ending its session", session.queue.qsize())
+            self.disconnect(sid)
+            return
+        super().send_packet(sid, pkt)
 
     def disconnect(self, sid: str | None = None) -> None:
         """End one session (every session without ``sid``); the client reads CLOSE when it next polls."""
@@ -265,7 +279,7 @@ class _Rooms:
             self._unsubscribe.pop(company_id)()
 
     def _deliver(self, company_id: int, message: Message) -> None:
-        # On the bus thread: emitting only queues the packet for each member's own writer.
+        # On the bus thread: emitting only queues the packet for each member (``_Engine.send_packet``).
         if message.get("company_id") == company_id and isinstance(message.get("event"), str):
             self._server.emit(message["event"], message.get("data") or {}, room=company_channel(company_id),
                               namespace=NAMESPACE)
