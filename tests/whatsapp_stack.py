@@ -87,9 +87,11 @@ class Stack:
 
 def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env: dict[str, str], run_dir: Path,
                 web: bool = False, web_workers: int = 1, beat: bool = False, workers: Sequence[Host] = (LOOPBACK,),
-                beat_host: Host = LOOPBACK, fakes_address: str = "127.0.0.1", **extra: str) -> Stack:
-    """Start a worker on each of ``workers`` (and gunicorn when ``web``, beat on ``beat_host`` when ``beat``) on a
-    fresh namespace with ``extra`` settings; the fake YClients listens on ``fakes_address``."""
+                beat_host: Host = LOOPBACK, fakes_address: str = "127.0.0.1", web_threads: int = 32,
+                **extra: str) -> Stack:
+    """Start a worker on each of ``workers`` (and gunicorn when ``web``, with ``web_threads`` threads per process;
+    beat on ``beat_host`` when ``beat``) on a fresh namespace with ``extra`` settings; the fake YClients listens
+    on ``fakes_address``."""
     yclients = FakeYClients(fakes_address).start()
     namespace = f"{backends.namespace}w{uuid.uuid4().hex[:6]}"
     port = free_port()
@@ -101,7 +103,7 @@ def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env:
     app = make_app(**{k.lower(): v for k, v in env.items()})
     stack = Stack(namespace, env, app, yclients, backends.redis_url)
     try:
-        _start_processes(stack, backends, run_dir, port, web, web_workers, beat, workers, beat_host)
+        _start_processes(stack, backends, run_dir, port, web, web_workers, web_threads, beat, workers, beat_host)
     except BaseException:
         stack.stop()
         raise
@@ -109,7 +111,7 @@ def start_stack(make_app: Callable[..., Flask], backends: Backends, service_env:
 
 
 def _start_processes(stack: Stack, backends: Backends, run_dir: Path, port: int, web: bool, web_workers: int,
-                     beat: bool, workers: Sequence[Host], beat_host: Host) -> None:
+                     web_threads: int, beat: bool, workers: Sequence[Host], beat_host: Host) -> None:
     app, env, namespace = stack.app, stack.env, stack.namespace
     for n, host in enumerate(workers):
         name = f"worker-{namespace}" + (f"-{n}" if n else "")
@@ -132,7 +134,7 @@ def _start_processes(stack: Stack, backends: Backends, run_dir: Path, port: int,
         stack.processes.append(ServiceProcess(f"beat-{namespace}", beat_host.command(beat_command(
             run_dir / f"beat-{namespace}")), backends.env(**env), run_dir / f"beat-{namespace}.log").start())
     if web:
-        command = web_command(port)
+        command = web_command(port, web_threads)
         command[command.index("--workers") + 1] = str(web_workers)
         proc = ServiceProcess(f"web-{namespace}", command, backends.env(**env),
                               run_dir / f"web-{namespace}.log").start()
