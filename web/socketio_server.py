@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,9 +24,7 @@ from typing import Any
 
 import engineio
 import socketio
-from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 from flask import Flask
-from simple_websocket import ConnectionClosed
 from socketio import packet
 from werkzeug.wrappers import Request
 
@@ -38,8 +35,9 @@ from services.platform.pubsub import EventBus, Message, company_channel
 from services.platform.settings import Settings
 from web import live_protocol, shutdown
 from web.auth import presented_token
+from web.engineio_server import EngineServer
 from web.live_protocol import LiveClient
-from web.ws_hub import SLOTS, SocketSlots, bounded_sends
+from web.ws_hub import SLOTS, SocketSlots
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +45,6 @@ NAMESPACE = "/marketplace"
 EXTENSION = "socketio"
 # Engine.IO's defaults, written down because the nginx read timeout must stay above their sum.
 PING_INTERVAL, PING_TIMEOUT = 25, 20
-ENGINE_IO_TYPES = "0123456"  # OPEN … NOOP: the first character of every Engine.IO text packet
-ENGINE_IO_CLOSE = "1"
-# Packets a session may have waiting (for its WebSocket writer, or its next poll); a room's event is one packet
-# shared by every member, so a client that stops reading holds a reference per event, not a copy.
-MAX_QUEUED_PACKETS = 32
 
 
 class MalformedPacket(ValueError):
@@ -92,85 +85,6 @@ class _Packet(packet.Packet):
         return attachments
 
 
-class _WebSocket(SimpleWebSocketWSGI):
-    """simple-websocket as python-engineio runs it, with the plain socket's rules: the frame cap is applied
-    while a frame arrives (Engine.IO's own check comes once the whole frame is in memory); a send to a
-    client that stopped reading gives up after the send timeout and shuts the socket down, so that the
-    reader ends too; and a text frame that is no Engine.IO packet closes the socket with 1002 (Engine.IO
-    would raise out of its handler)."""
-
-    def __init__(self, handler: Callable[..., Any], server: Any, **options: Any) -> None:
-        super().__init__(handler, server, max_message_size=server.max_http_buffer_size, **options)
-
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        for key in ("gunicorn.socket", "werkzeug.socket"):
-            if key in environ:
-                environ[key] = bounded_sends(environ[key])
-        return super().__call__(environ, start_response)
-
-    def wait(self) -> Any:
-        data = super().wait()
-        if isinstance(data, str) and not (data and data[0] in ENGINE_IO_TYPES):
-            try:
-                self.ws.close(reason=1002, message="not an Engine.IO packet")
-            except (ConnectionClosed, OSError):
-                pass
-            return ENGINE_IO_CLOSE  # Engine.IO ends the session (or the upgrade) as if the client had asked
-        return data
-
-    def send(self, message: Any) -> Any:
-        try:
-            return super().send(message)
-        except OSError:
-            self._shut_down()
-            raise
-
-    def close(self) -> None:
-        try:
-            super().close()
-        except OSError:
-            self._shut_down()
-
-    def _shut_down(self) -> None:
-        try:
-            self.ws.sock.shutdown(socket.SHUT_RDWR)  # the reader thread sees EOF
-        except OSError:
-            pass
-
-
-class _Engine(engineio.Server):
-    """python-engineio's server on ``_WebSocket``, ending sessions without waiting, or once they fall behind.
-
-    Upstream ``disconnect`` waits until the client has read Engine.IO's CLOSE; it is called from the
-    request that found a body too long or a packet of an unknown type, so a polling client that sends one
-    and never polls again would hold that request's thread for good. Upstream queues are unbounded: a client
-    that stops reading (or polling) would gather every event until its ping timeout.
-    """
-
-    _async: dict[str, Any]  # the async mode's primitives, chosen by python-engineio
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
-        self._async = {**self._async, "websocket": _WebSocket}
-
-    def send_packet(self, sid: str, pkt: Any) -> None:
-        """Queue ``pkt`` for the session; one already ``MAX_QUEUED_PACKETS`` behind is ended instead (its
-        client reconnects and gets the current state). Never waits: room events are sent on the bus thread."""
-        session = self.sockets.get(sid)
-        if session is not None and session.queue.qsize() >= MAX_QUEUED_PACKETS:
-            log.info("a Socket.IO client fell %d packets behind; ending its session", session.queue.qsize())
-            self.disconnect(sid)
-            return
-        super().send_packet(sid, pkt)
-
-    def disconnect(self, sid: str | None = None) -> None:
-        """End one session (every session without ``sid``); the client reads CLOSE when it next polls."""
-        for eio_sid in [sid] if sid is not None else list(self.sockets):
-            session = self.sockets.pop(eio_sid, None)
-            if session is not None:
-                session.close(wait=False, reason=self.reason.SERVER_DISCONNECT)
-
-
 class _Session:
     """One Engine.IO session as ``web.shutdown`` closes it: the transport ends, so the client reconnects."""
 
@@ -201,7 +115,7 @@ class _Server(socketio.Server):
         self._slotted: set[str] = set()
 
     def _engineio_server_class(self) -> type[engineio.Server]:
-        return _Engine
+        return EngineServer
 
     def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> Any:
         if not self._slots.acquire(self._max_sockets):
@@ -279,7 +193,7 @@ class _Rooms:
             self._unsubscribe.pop(company_id)()
 
     def _deliver(self, company_id: int, message: Message) -> None:
-        # On the bus thread: emitting only queues the packet for each member (``_Engine.send_packet``).
+        # On the bus thread: emitting only queues the packet for each member (``EngineServer.send_packet``).
         if message.get("company_id") == company_id and isinstance(message.get("event"), str):
             self._server.emit(message["event"], message.get("data") or {}, room=company_channel(company_id),
                               namespace=NAMESPACE)
