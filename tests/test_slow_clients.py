@@ -100,8 +100,13 @@ def _status_of(pid: int, field: str) -> int:
 
 def _sockets_of(pid: int) -> int:
     """How many sockets the process holds open (its own closes count at once, unsent data or not)."""
-    fds = Path(f"/proc/{pid}/fd")
-    return sum(1 for fd in fds.iterdir() if os.readlink(fd).startswith("socket:"))
+    found = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            found += os.readlink(fd).startswith("socket:")
+        except FileNotFoundError:
+            pass  # closed since the listing
+    return found
 
 
 def _publish(stack: Stack, company_ids: list[int], seqs: range) -> dict[int, float]:
