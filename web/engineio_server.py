@@ -4,6 +4,7 @@ this service's rules for sockets (the frame cap, the send timeout, sessions ende
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -12,15 +13,36 @@ import engineio
 from engineio.async_drivers._websocket_wsgi import SimpleWebSocketWSGI
 from simple_websocket import ConnectionClosed
 
-from web.ws_hub import bounded_sends
+from web.ws_hub import OUTBOX_BYTES, bounded_sends
 
 log = logging.getLogger(__name__)
 
 ENGINE_IO_TYPES = "0123456"  # OPEN … NOOP: the first character of every Engine.IO text packet
 ENGINE_IO_CLOSE = "1"
-# Packets a session may have waiting (for its WebSocket writer, or its next poll); a room's event is one packet
-# shared by every member, so a client that stops reading holds a reference per event, not a copy.
-MAX_QUEUED_PACKETS = 32
+
+
+class PacketQueue(queue.Queue):
+    """A session's packets waiting for its WebSocket writer or its next poll, and how many characters they hold.
+    (A room's event is one packet shared by every member: what a client that stops reading holds is counted
+    for it, though the memory is one copy per event.)"""
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)
+        self.characters = 0
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)
+        self.characters += _size(item)
+
+    def _get(self) -> Any:
+        item = super()._get()
+        self.characters -= _size(item)
+        return item
+
+
+def _size(pkt: Any) -> int:
+    data = getattr(pkt, "data", None)
+    return len(data) if isinstance(data, (str, bytes)) else 1
 
 
 class EngineWebSocket(SimpleWebSocketWSGI):
@@ -82,14 +104,16 @@ class EngineServer(engineio.Server):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        self._async = {**self._async, "websocket": EngineWebSocket}
+        self._async = {**self._async, "websocket": EngineWebSocket, "queue": PacketQueue}
 
     def send_packet(self, sid: str, pkt: Any) -> None:
-        """Queue ``pkt`` for the session; one already ``MAX_QUEUED_PACKETS`` behind is ended instead (its
-        client reconnects and gets the current state). Never waits: room events are sent on the bus thread."""
+        """Queue ``pkt`` for the session; one already ``OUTBOX_BYTES`` behind, as a plain socket may be, is ended
+        instead (its client reconnects and gets the current state). Never waits: room events come from the bus
+        thread."""
         session = self.sockets.get(sid)
-        if session is not None and session.queue.qsize() >= MAX_QUEUED_PACKETS:
-            log.info("a Socket.IO client fell %d packets behind; ending its session", session.queue.qsize())
+        waiting = session.queue.characters if session is not None else 0
+        if waiting >= OUTBOX_BYTES:
+            log.info("a Socket.IO client fell %d characters behind; ending its session", waiting)
             self.disconnect(sid)
             return
         super().send_packet(sid, pkt)

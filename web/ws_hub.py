@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 # A client that stops reading fills its socket buffer; a send then gives up after this long and the socket
 # is shut down, so that its writer thread (or gunicorn's) is not held for good.
 SEND_TIMEOUT_SECONDS = 5.0
-# What may wait for one plain socket's writer: a few dozen QR events (each some kilobytes of data URL).
+# What may wait for one client (a plain socket's writer, a Socket.IO session's writer or next poll): a few
+# dozen QR events, each some kilobytes of data URL.
 OUTBOX_BYTES = 256 * 1024
 
 
