@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -25,6 +26,20 @@ def add_unless_exists(row: Any) -> bool:
         return True
     except IntegrityError:
         return False
+
+
+@contextmanager
+def savepoint() -> Iterator[None]:
+    """Run the block in a savepoint: when it raises, its writes and the after-commit work it asked for are
+    undone (the rest of the transaction stands) and the exception goes on."""
+    callbacks = db.session().info.setdefault(_KEY, [])
+    kept = len(callbacks)
+    try:
+        with db.session.begin_nested():
+            yield
+    except BaseException:
+        del callbacks[kept:]
+        raise
 
 
 def on_commit(fn: Callable[[], Any]) -> None:

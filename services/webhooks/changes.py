@@ -18,18 +18,17 @@ status (attendance only: confirmed, came) / other.
 
 The rules:
 
-* **After the commit.** The mirror records a change in the transaction that applies it; it is kept
-  only if that transaction commits (``services.platform.transactions.on_commit``), and processing
-  delivers it after the commit returns (``deliver``) — not from inside the commit, where SQLAlchemy
-  lets no SQL run and a receiver could not use the database. A rolled-back change is never announced.
+* **With the event.** The mirror records a change in the transaction that applies it, and processing
+  hands it to the receivers in that same transaction, just before it commits (``deliver``): what a
+  receiver writes commits together with the change and the event's ``processed`` mark, or not at
+  all. A worker killed in between loses both, and the event runs again; a rolled-back change is never
+  announced. What a receiver enqueues or publishes goes after the commit (``on_commit``), as always.
 * **Real changes only.** A change is recorded only when the facts differ: a duplicate, a replay or
   an older event that fills nothing is silent. A batch announces each booking once, from its state
   before the batch to its state after.
-* **Receivers are isolated.** Each runs in a transaction of its own: it reads and writes through
-  ``db.session`` and only flushes; the hook commits when it returns, or rolls back and logs when it
-  raises. A failing receiver never fails the webhook event, nor keeps the others from running.
-* **At most once.** A worker that dies between the commit and the delivery loses the announcement
-  (the mirror row itself is right); a feature that must not miss one reconciles from the rows.
+* **Receivers are isolated.** Each runs in a savepoint of its own: it reads and writes through
+  ``db.session`` and only flushes (never commits); when it raises, its savepoint is rolled back and
+  logged. A failing receiver never fails the webhook event, nor keeps the others from running.
 """
 
 from __future__ import annotations
@@ -41,9 +40,11 @@ from enum import StrEnum
 from typing import Any
 
 from blinker import Namespace
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from models import Booking, Client, db
-from services.platform.transactions import on_commit
+from services.platform.transactions import savepoint
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ _signals = Namespace()
 booking_changed = _signals.signal("booking-changed", doc="A mirrored booking changed (sender: BookingChange).")
 client_changed = _signals.signal("client-changed", doc="A mirrored client changed (sender: ClientChange).")
 
-_COMMITTED = "changes.committed"
+_RECORDED = "changes.recorded"
 CANCELLED_ATTENDANCE = -1
 
 
@@ -158,11 +159,15 @@ Change = BookingChange | ClientChange
 
 
 def record(change: Change) -> None:
-    """Announce ``change`` once the current transaction commits, if it changed any fact."""
+    """Keep ``change`` for ``deliver`` in the current transaction, if it changed any fact."""
     if change.before == change.after:
         return
-    session = db.session()
-    on_commit(lambda: session.info.setdefault(_COMMITTED, []).append(change))
+    db.session().info.setdefault(_RECORDED, []).append(change)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_on_rollback(session: Session) -> None:
+    session.info.pop(_RECORDED, None)
 
 
 def _coalesced(changes: list[Change]) -> list[Change]:
@@ -178,16 +183,15 @@ def _coalesced(changes: list[Change]) -> list[Change]:
 
 
 def deliver() -> None:
-    """Send the changes the session's commits have kept to the receivers (processing calls this
-    after each commit); each receiver runs in a transaction of its own."""
-    for change in _coalesced(db.session().info.pop(_COMMITTED, [])):
+    """Send the changes recorded in the current transaction to the receivers, before it commits
+    (processing calls this just before each commit of applied events); each receiver in a savepoint."""
+    for change in _coalesced(db.session().info.pop(_RECORDED, [])):
         signal = booking_changed if isinstance(change, BookingChange) else client_changed
         for receiver in signal.receivers_for(change):
             try:
-                receiver(change)
-                db.session.commit()
+                with savepoint():
+                    receiver(change)
             except Exception:
-                db.session.rollback()
                 log.exception("receiver %s of %s failed (company %s, webhook event %s)",
                               getattr(receiver, "__qualname__", receiver), signal.name,
                               change.company_id, change.event_id)

@@ -14,7 +14,8 @@ The typed columns (times in UTC, staff, sorted services, attendance, the client'
 read from the row's merged data after every event (``services.webhooks.records``). A booking that
 names its client links to the client row (created if missing); the client fields a YClients record
 carries are applied to that row as a change of the client, by the same ordering rule. Every change
-of a row's facts is recorded for the hook (``services.webhooks.changes``), announced after commit.
+of a row's facts is recorded for the hook (``services.webhooks.changes``), announced in the event's
+transaction, before the commit.
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ one COMMIT. If anything in that shared transaction fails — one bad event, a lo
 rolled back and each claimed event runs in a transaction of its own, exactly as a single event does,
 so one failure never holds back the others.
 
-After each commit the booking and client changes it made go to the hook's receivers
-(``services.webhooks.changes.deliver``); nothing is announced for a transaction that rolled back.
+Just before each commit the booking and client changes it made go to the hook's receivers
+(``services.webhooks.changes.deliver``), so what they write commits with the event or not at all;
+nothing is announced for a transaction that rolled back.
 """
 
 from __future__ import annotations
@@ -134,6 +135,7 @@ def _apply(event_id: int, attempt: int) -> bool:
     if not _finish(event_id, attempt, **_done()):
         db.session.rollback()
         return False
+    changes.deliver()
     db.session.commit()
     return True
 
@@ -155,6 +157,7 @@ def _apply_together(claims: dict[int, int]) -> None:
     )
     if result.rowcount != len(claims):  # type: ignore[attr-defined]
         raise LostClaim(f"{len(claims) - result.rowcount} of {len(claims)} claims lost")  # type: ignore[attr-defined]
+    changes.deliver()
     db.session.commit()
 
 
@@ -196,7 +199,6 @@ def process_batch(event_ids: list[int]) -> dict[int, Result]:
         db.session.rollback()
         log.info("batch of %s webhook events is run one by one (%s: %s)", len(claims), type(exc).__name__, exc)
         return results | {event_id: _run_claimed(event_id, attempt) for event_id, attempt in claims.items()}
-    changes.deliver()
     return results | {event_id: Result(EventStatus.PROCESSED) for event_id in claims}
 
 
@@ -209,5 +211,4 @@ def _run_claimed(event_id: int, attempt: int) -> Result:
         if not permanent:
             log.exception("webhook event %s failed (attempt %s)", event_id, attempt)
         return _record_failure(event_id, attempt, f"{type(exc).__name__}: {exc}", permanent)
-    changes.deliver()
     return Result(EventStatus.PROCESSED if applied else "skipped")
