@@ -186,15 +186,15 @@ def report(results: dict[str, Any]) -> str:
 def main() -> None:
     """Parse options, run, print (and optionally record) the results."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--salons", type=int, default=100, help="the issue's size: 1000")
+    parser.add_argument("--salons", type=int, default=100, help="the targets' size: 1000")
     parser.add_argument("--bookings", type=int, default=10_000,
-                        help="the issue's size: 100000; 0: skip planning and the due query")
+                        help="the targets' size: 100000; 0: skip planning and the due query")
     parser.add_argument("--planned-salons", type=int, default=0,
                         help="plan only this many salons through the planner; the others mirror their rows "
                              "(same zone, same bookings), so the due query runs at full size sooner (0: all)")
     parser.add_argument("--ticks", type=int, default=200)
     parser.add_argument("--backlog", type=int, default=10_000)
-    parser.add_argument("--numbers", type=int, default=100, help="the issue's size: 1000; 0: skip dispatch")
+    parser.add_argument("--numbers", type=int, default=100, help="the targets' size: 1000; 0: skip dispatch")
     parser.add_argument("--per-number", type=int, default=0,
                         help="booking messages due per number (default: enough for the warm-up and window)")
     parser.add_argument("--window", type=float, default=60.0)
