@@ -5,8 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from kombu import Queue
+
 from services.platform.jobs import Job
 from services.platform.settings import Settings
+
+# Webhook processing has a queue of its own: a burst of deliveries waits there while session tasks, QR
+# codes, messages and beat's ticks keep moving in the default queue (a worker takes from both in turn).
+DEFAULT_QUEUE = "celery"
+WEBHOOK_QUEUE = "celery.webhooks"
 
 # Modules whose @shared_task functions the worker registers.
 TASK_MODULES = ("tasks.health", "tasks.webhooks", "tasks.yclients", "tasks.whatsapp", "tasks.messaging")
@@ -35,6 +42,10 @@ def config_for(settings: Settings) -> dict[str, Any]:
         "result_backend_transport_options": {"global_keyprefix": prefix},
         "broker_connection_retry_on_startup": True,
         "imports": TASK_MODULES,
+        "task_default_queue": DEFAULT_QUEUE,
+        "task_queues": (Queue(DEFAULT_QUEUE), Queue(WEBHOOK_QUEUE)),
+        "task_routes": {Job.WEBHOOKS_PROCESS: {"queue": WEBHOOK_QUEUE},
+                        Job.WEBHOOKS_PROCESS_BATCH: {"queue": WEBHOOK_QUEUE}},
         # JSON only: tasks take ids and plain values.
         "task_serializer": "json",
         "result_serializer": "json",

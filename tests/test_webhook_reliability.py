@@ -119,19 +119,20 @@ def _hostname(proc: ServiceProcess) -> str:
 
 @contextmanager
 def _only_consumer(app: Flask, proc: ServiceProcess) -> Iterator[None]:
-    """Make ``proc`` the only worker consuming the task queue while the block runs."""
-    control = app.extensions["celery"].control
+    """Make ``proc`` the only worker consuming the task queues while the block runs."""
+    celery = app.extensions["celery"]
+    control, queues = celery.control, [queue.name for queue in celery.conf.task_queues]
     mine = _hostname(proc)
     others = wait_until(lambda: (lambda names: mine in names and [n for n in names if n != mine])(
         [name for reply in control.ping(timeout=1) or [] for name in reply]) or None, timeout=30, interval=0.2)
     others = others if isinstance(others, list) else []
-    if others:
-        control.cancel_consumer("celery", destination=others, reply=True, timeout=5)
+    for queue in queues if others else []:
+        control.cancel_consumer(queue, destination=others, reply=True, timeout=5)
     try:
         yield
     finally:
-        if others:
-            control.add_consumer("celery", destination=others, reply=True, timeout=5)
+        for queue in queues if others else []:
+            control.add_consumer(queue, destination=others, reply=True, timeout=5)
 
 
 @contextmanager
