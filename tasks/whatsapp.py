@@ -15,7 +15,7 @@ from integrations.whatsapp import GatewayError, SingleSessionOnly
 from models import db
 from services.platform import parcels
 from services.platform.jobs import Job, enqueue
-from services.whatsapp import codes, gateway, receipts, reconcile, session_events, sessions
+from services.whatsapp import codes, gateway, held_events, receipts, reconcile, session_events, sessions
 
 log = logging.getLogger(__name__)
 EXPLAINED = sessions.EXPLANATIONS[sessions.SINGLE_SESSION_REASON]
@@ -68,13 +68,25 @@ def start_session(self: Task, company_id: int) -> str:
 
 @shared_task(name=Job.WHATSAPP_HANDLE_EVENT, ignore_result=True)
 def handle_event(parcel_id: str) -> str:
-    """Apply one gateway ``session.status`` event (parked under ``parcel_id``) to the session and company."""
+    """Apply one gateway event (parked under ``parcel_id``): a session's status, a client's message."""
     event = parcels.fetch(parcel_id)
     if event is None:
+        held_events.release(parcel_id)
         return "expired"
     outcome = session_events.handle_event(event)
     db.session.commit()
+    held_events.release(parcel_id)
     return outcome
+
+
+@shared_task(name=Job.WHATSAPP_EVENTS_SWEEP, ignore_result=True)
+def events_sweep() -> int:
+    """Beat: send again the gateway events whose task was lost, and a receipts run nobody scheduled."""
+    overdue = held_events.overdue()
+    for parcel_id in overdue:
+        enqueue(Job.WHATSAPP_HANDLE_EVENT, parcel_id, after_commit=False)
+    receipts.resume()
+    return len(overdue)
 
 
 @shared_task(name=Job.WHATSAPP_APPLY_RECEIPTS, acks_late=True, ignore_result=True)

@@ -32,6 +32,7 @@ class Job(StrEnum):
     WHATSAPP_START_SESSION = "whatsapp.start_session"
     WHATSAPP_HANDLE_EVENT = "whatsapp.handle_event"
     WHATSAPP_APPLY_RECEIPTS = "whatsapp.apply_receipts"
+    WHATSAPP_EVENTS_SWEEP = "whatsapp.events_sweep"
     WHATSAPP_RENDER_QR = "whatsapp.render_qr"
     WHATSAPP_PAIRING_CODE = "whatsapp.pairing_code"
     WHATSAPP_RECONNECT = "whatsapp.reconnect"

@@ -8,10 +8,10 @@ from flask import Flask, current_app
 
 from integrations.whatsapp import GatewayError, SimulatorGateway, WhatsAppGateway, make_gateway
 from services.phones import parse_phone, whatsapp_digits
-from services.platform import outages, parcels, runtime
+from services.platform import outages, runtime
 from services.platform.errors import Conflict, NotFound
 from services.platform.jobs import Job, enqueue
-from services.whatsapp import receipts
+from services.whatsapp import held_events, receipts
 
 SESSION_PREFIX = "company-"
 # The failure reason of a company a single-session gateway (WAHA Core) cannot serve.
@@ -67,11 +67,11 @@ def gateway() -> WhatsAppGateway:
 
 def deliver_event(event: dict[str, Any]) -> None:
     """Hand a gateway event on: a receipt to the next batch of receipts, any other to ``whatsapp.handle_event``
-    (by parcel id: it carries the phone number)."""
+    (by parcel id: it carries the phone number), held until applied (``held_events``)."""
     if event.get("event") == receipts.KIND:
         receipts.add(event)
     else:
-        enqueue(Job.WHATSAPP_HANDLE_EVENT, parcels.park(event), after_commit=False)
+        enqueue(Job.WHATSAPP_HANDLE_EVENT, held_events.hold(event), after_commit=False)
 
 
 def translate(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ good part of the worker's work per message. A receipt is appended to a Redis lis
 the client's chat, so it never travels in task arguments), and the first one of a moment schedules
 ``whatsapp.apply_receipts`` ``DELAY`` seconds later. That task, one run at a time, applies the
 list's head in one transaction and trims what it applied only after the commit: a crash leaves the
-receipts for the next run, and a receipt applied twice changes nothing (a message only moves on).
+receipts for the next run (the beat sweep schedules one when a lost task left none), and a receipt
+applied twice changes nothing (a message only moves on).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ def schedule() -> bool:
         return False
     enqueue(Job.WHATSAPP_APPLY_RECEIPTS, after_commit=False, countdown=DELAY)
     return True
+
+
+def resume() -> bool:
+    """Schedule a run for receipts left waiting with none to come (its task lost with a killed worker)."""
+    return bool(runtime.redis().llen(_key())) and schedule()
 
 
 def add(event: dict[str, Any]) -> None:
