@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.db import Base, UTCDateTime, utcnow
@@ -24,6 +24,9 @@ class InboundMessage(Base):
     __table_args__ = (
         UniqueConstraint("company_id", "gateway_message_id", name="uq_inbound_messages_company_gateway_id"),
         Index("ix_inbound_messages_company_received", "company_id", "id"),
+        # Writes whose task may have been lost: a small set, looked at each messaging tick.
+        Index("ix_inbound_messages_pending_write", "write_after", postgresql_where=text("yclients_write = 'pending'"),
+              sqlite_where=text("yclients_write = 'pending'")),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -39,4 +42,6 @@ class InboundMessage(Base):
     booking_id: Mapped[int | None] = mapped_column(ForeignKey("bookings.id", ondelete="SET NULL"))
     yclients_write: Mapped[str] = mapped_column(String(16), default=ReplyWrite.NONE)
     write_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # While the write is pending: when its next attempt is due (or the running one should have ended).
+    write_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)

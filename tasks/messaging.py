@@ -16,9 +16,11 @@ from services.platform.jobs import Job
 
 @shared_task(name=Job.MESSAGING_TICK, acks_late=False, expires=30, ignore_result=True)
 def tick() -> int:
-    """Expire what is too late, queue what is due, and make sure each salon with work has a dispatcher."""
+    """Expire what is too late, queue what is due, make sure each salon with work has a dispatcher, and
+    send again the attendance writes whose task was lost."""
     now = clock.now()
     dispatch.expire_and_recover(now)
+    attendance.resend_lost()
     companies = dispatch.claim_due(now)
     db.session.commit()
     for company_id in companies:

@@ -21,12 +21,11 @@ from sqlalchemy import select
 
 from models import Booking, Company, InboundMessage, Message, MessageState, OptOut, ReplyWrite, db
 from services.companies import company_events
-from services.messaging import outbox
+from services.messaging import attendance, outbox
 from services.messaging.replies import Meaning, interpret
 from services.messaging.settings import settings_row
 from services.messaging.templates import Kind
 from services.platform import clock, runtime
-from services.platform.jobs import Job, enqueue
 from services.platform.metrics import MESSAGES
 from services.platform.transactions import add_unless_exists
 
@@ -84,7 +83,7 @@ def _answer(company: Company, row: InboundMessage, request: Message, meaning: Me
         if settings.cancel_writes_attendance:
             row.yclients_write = ReplyWrite.PENDING
     if row.yclients_write == ReplyWrite.PENDING:
-        enqueue(Job.MESSAGING_WRITE_ATTENDANCE, row.id)
+        attendance.request_write(row)
 
 
 def receive(company_id: int, gateway_message_id: str, phone: str, text: str, sent_at: datetime | None) -> int | None:

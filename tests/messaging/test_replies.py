@@ -19,9 +19,10 @@ from models import (
     OptOut,
     ReplyWrite,
     db,
+    utcnow,
 )
-from services.messaging import inbound
-from services.platform import clock
+from services.messaging import attendance, inbound
+from services.platform import clock, runtime
 from tests.fakes import yclients as fy
 from tests.support import wait_until
 
@@ -162,3 +163,30 @@ def test_receipts_move_a_message_forward_only(salon, fake_yclients):
     db.session.commit()
     [sent] = _acks(salon.id, "confirmation_request")
     assert sent.state == MessageState.READ and sent.read_at is not None
+
+
+def test_a_write_whose_task_was_lost_is_sent_again_by_the_tick_once_a_lease_overdue(salon, fake_yclients,
+                                                                                   monkeypatch):
+    sent: list[tuple] = []
+    monkeypatch.setattr(attendance, "enqueue", lambda name, *args, **_: sent.append((str(name), args)))
+    _asked(salon.id, salon.salon_id, fake_yclients)
+    fake_yclients.script(salon.salon_id, fy.unauthorized())
+    row = _reply(salon.id, "1")
+    assert row is not None and sent == [("messaging.write_attendance", (row.id,))]  # and then lost
+    assert attendance.resend_lost() == 0  # not yet a lease overdue: its task may be on its way
+    lease = timedelta(seconds=runtime.settings().messaging_sending_lease_seconds)
+    row.write_after -= lease
+    db.session.commit()
+    assert attendance.resend_lost() == 1
+    db.session.commit()
+    assert sent[1:] == [("messaging.write_attendance", (row.id,))]
+    assert attendance.resend_lost() == 0  # due again from the resend on
+
+    delay = attendance.write(row.id)  # refused: the next attempt waits for its backoff, not resent meanwhile
+    assert delay is not None and db.session.get(InboundMessage, row.id).write_after > utcnow() + timedelta(
+        seconds=delay / 2)
+    assert attendance.resend_lost() == 0
+    assert attendance.write(row.id) is None
+    db.session.expire_all()
+    assert db.session.get(InboundMessage, row.id).yclients_write == ReplyWrite.DONE
+    assert fake_yclients.attendance.get((7501, 501)) == 2 and attendance.resend_lost() == 0
