@@ -74,6 +74,7 @@ def config_for(settings: Settings) -> dict[str, Any]:
             "messaging-tick": {"task": Job.MESSAGING_TICK,
                                "schedule": timedelta(seconds=settings.messaging_tick_seconds)},
             "webhooks-prune-rejected": {"task": Job.WEBHOOKS_PRUNE_REJECTED, "schedule": timedelta(minutes=10)},
+            "yclients-callbacks-sweep": {"task": Job.YCLIENTS_CALLBACKS_SWEEP, "schedule": timedelta(seconds=30)},
             "whatsapp-events-sweep": {"task": Job.WHATSAPP_EVENTS_SWEEP, "schedule": timedelta(seconds=15)},
             "whatsapp-reconcile": {"task": Job.WHATSAPP_RECONCILE_SWEEP, "schedule": timedelta(minutes=1)},
         },

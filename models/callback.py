@@ -35,3 +35,5 @@ class Callback(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # While open: when the next attempt is due (or the running one should have ended).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
+from models import db
 from services.callbacks import activation
 from services.companies import details
 from services.platform.backoff import backoff
@@ -17,6 +18,14 @@ def send_callback(self: Task, company_id: int) -> str:
     if delay is not None:
         raise self.retry(countdown=delay)
     return "done"
+
+
+@shared_task(name=Job.YCLIENTS_CALLBACKS_SWEEP, ignore_result=True)
+def callbacks_sweep() -> int:
+    """Beat: send again the activation callbacks whose task was lost."""
+    companies = activation.resend_lost()
+    db.session.commit()
+    return len(companies)
 
 
 @shared_task(bind=True, name=Job.YCLIENTS_FETCH_COMPANY, max_retries=8, acks_late=True)

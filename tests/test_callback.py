@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
-from models import ApiKey, Callback, CallbackStatus, Company, CompanyEvent, IntegrationStatus, db
+from models import ApiKey, Callback, CallbackStatus, Company, CompanyEvent, IntegrationStatus, db, utcnow
 from services.access import api_keys
 from services.callbacks import activation
 from tests.fakes import yclients as fy
@@ -152,6 +154,40 @@ def test_without_partner_settings_nothing_is_sent(make_app, fake, company_factor
         assert activation.attempt_callback(made.id) is None
         assert fake.callbacks_for(made.salon_id) == []
         assert _company(made.id).integration_status == IntegrationStatus.CONNECTED
+
+
+def test_a_callback_whose_task_was_lost_is_sent_again_by_the_sweep(ctx, fake, company_factory, monkeypatch):
+    sent: list[int] = []
+    monkeypatch.setattr(activation, "enqueue", lambda _name, company_id, **_: sent.append(company_id))
+    linked_now = company_factory(status=IntegrationStatus.CONNECTED, whatsapp_connected_at=utcnow())
+    linked_before = company_factory(status=IntegrationStatus.CONNECTED,
+                                    whatsapp_connected_at=utcnow() - timedelta(minutes=5))
+    active = company_factory(status=IntegrationStatus.ACTIVE, whatsapp_connected_at=utcnow() - timedelta(hours=1))
+    # The first task, sent when WhatsApp linked, was lost: no callback row; the one linked just now may
+    # still have its task on the way.
+    assert activation.resend_lost() == [linked_before.id] and sent == [linked_before.id]
+    db.session.commit()
+    fake.script(linked_before.salon_id, fy.server_error())
+    delay = activation.attempt_callback(linked_before.id)
+    assert delay is not None  # RETRYING, its retry due after the backoff: not sent again meanwhile
+    assert activation.resend_lost() == [] and _rows(linked_before.id)[0].status == CallbackStatus.RETRYING
+    [row] = _rows(linked_before.id)
+    row.next_attempt_at = utcnow() - timedelta(seconds=activation.LOST_AFTER_SECONDS + 1)  # and that retry was lost
+    db.session.commit()
+    assert activation.resend_lost() == [linked_before.id]
+    db.session.commit()
+    assert activation.resend_lost() == []  # due again from the resend on
+    assert activation.attempt_callback(linked_before.id) is None
+    assert _company(linked_before.id).integration_status == IntegrationStatus.ACTIVE
+    assert _rows(linked_before.id)[0].next_attempt_at is None and activation.resend_lost() == []
+    assert fake.callbacks_for(active.salon_id) == [] and fake.callbacks_for(linked_now.salon_id) == []
+
+
+def test_without_partner_settings_the_sweep_sends_nothing(make_app, company_factory, monkeypatch):
+    monkeypatch.setattr(activation, "enqueue", lambda *_a, **_k: pytest.fail("sent"))
+    with make_app(yclients_partner_token="").app_context():
+        company_factory(status=IntegrationStatus.CONNECTED, whatsapp_connected_at=utcnow() - timedelta(hours=1))
+        assert activation.resend_lost() == []
 
 
 # --- the task in a real worker, and the endpoint ---------------------------------------------------------------

@@ -2,7 +2,10 @@
 
 Each attempt runs in three steps so that no database transaction is open during the HTTP call:
 prepare (commit), call YClients, record the outcome (commit). A Redis lock per company keeps two
-tasks (the automatic one after WhatsApp links, an explicit resend) from sending at once.
+tasks (the automatic one after WhatsApp links, an explicit resend) from sending at once. An open
+callback keeps when its next attempt is due; ``resend_lost`` (beat) sends again the callbacks whose
+task message was lost with a killed worker — an open one a while past that moment, or none at all for
+a salon whose WhatsApp linked a while ago.
 
 The API key sent to YClients is minted per callback row: it is derived from ``SECRET_KEY`` and the
 row, stored only as its hash, and replaces the company's previous "yclients" key. Every retry of
@@ -19,6 +22,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from redis.exceptions import LockError
@@ -47,6 +51,8 @@ OPEN_STATUSES = (CallbackStatus.PENDING, CallbackStatus.RETRYING)
 SENDABLE = IntegrationStatus.LINKED
 AUTOMATIC = (IntegrationStatus.CONNECTED, IntegrationStatus.ACTIVATION_FAILED)
 LOCK_BUSY_DELAY = 1.0
+# How long past its due moment (or a link without a callback) an attempt is taken for lost.
+LOST_AFTER_SECONDS = 60.0
 
 
 def is_configured() -> bool:
@@ -75,8 +81,31 @@ def resend_callback(company_id: int) -> Callback:
         row = Callback(company_id=company_id, status=CallbackStatus.PENDING)
         db.session.add(row)
         db.session.flush()
+    row.next_attempt_at = utcnow()
     enqueue_callback(company_id)
     return row
+
+
+def resend_lost() -> list[int]:
+    """The companies whose callback task was lost, each sent again (after the caller's commit): an open
+    callback ``LOST_AFTER_SECONDS`` past its due moment, or a salon linked that long ago with no callback."""
+    if not is_configured():
+        return []
+    cutoff = utcnow() - timedelta(seconds=LOST_AFTER_SECONDS)
+    overdue = db.session.scalars(select(Callback).where(
+        Callback.status.in_(OPEN_STATUSES), Callback.next_attempt_at.is_(None) | (Callback.next_attempt_at <= cutoff))
+        .with_for_update(skip_locked=True)).all()
+    for row in overdue:
+        row.next_attempt_at = utcnow()
+    has_open = select(Callback.id).where(Callback.company_id == Company.id, Callback.status.in_(OPEN_STATUSES))
+    never_sent = db.session.scalars(select(Company.id).where(
+        Company.integration_status == IntegrationStatus.CONNECTED, Company.whatsapp_connected_at <= cutoff,
+        ~has_open.exists())).all()
+    companies = sorted({row.company_id for row in overdue} | set(never_sent))
+    for company_id in companies:
+        log.warning("the activation callback of company %s is sent again (its task was lost)", company_id)
+        enqueue_callback(company_id)
+    return companies
 
 
 def wait_for_final(callback_id: int, timeout: float, interval: float = 0.1) -> Callback:
@@ -166,13 +195,14 @@ def _prepare(company_id: int) -> _Prepared | None:
         db.session.flush()
     url = webhook_url(company)
     if company.integration_status not in SENDABLE or url is None:
-        row.status = CallbackStatus.DEAD
+        row.status, row.next_attempt_at = CallbackStatus.DEAD, None
         row.error = f"Компания в статусе {company.integration_status}: callback не отправлен"
         db.session.commit()
         CALLBACKS.labels(outcome=CallbackStatus.DEAD).inc()
         return None
     prepared = _Prepared(row.id, company.salon_id, _install_key(row), url)
     row.attempts += 1
+    row.next_attempt_at = utcnow() + timedelta(seconds=runtime.settings().yclients_timeout_seconds)
     db.session.commit()
     return prepared
 
@@ -211,9 +241,12 @@ def _record(callback_id: int, response: PartnerResponse) -> float | None:
         if response.outcome is Outcome.RETRY and row.attempts < runtime.settings().callback_max_attempts:
             row.status = CallbackStatus.RETRYING
             delay = retry_delay(row.attempts)
+            row.next_attempt_at = utcnow() + timedelta(seconds=delay)
         else:
             row.status = CallbackStatus.REJECTED if response.outcome is Outcome.REJECTED else CallbackStatus.DEAD
             _set_company_outcome(company, row, "activation_failed", IntegrationStatus.ACTIVATION_FAILED)
+    if delay is None:
+        row.next_attempt_at = None
     db.session.commit()
     CALLBACKS.labels(outcome=row.status).inc()
     log.info("callback %s for company %s: %s (HTTP %s)", row.id, row.company_id, row.status, row.http_status)

@@ -29,6 +29,7 @@ class Job(StrEnum):
     WEBHOOKS_SWEEP = "webhooks.sweep"
     WEBHOOKS_PRUNE_REJECTED = "webhooks.prune_rejected"
     YCLIENTS_SEND_CALLBACK = "yclients.send_callback"
+    YCLIENTS_CALLBACKS_SWEEP = "yclients.callbacks_sweep"
     WHATSAPP_START_SESSION = "whatsapp.start_session"
     WHATSAPP_HANDLE_EVENT = "whatsapp.handle_event"
     WHATSAPP_APPLY_RECEIPTS = "whatsapp.apply_receipts"
