@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
@@ -63,3 +64,39 @@ def test_a_receipt_that_cannot_be_applied_is_logged_and_the_others_still_are(ctx
         assert receipts.apply_waiting(handle) == 2
     assert _states(company_id) == [MessageState.SENT, MessageState.DELIVERED]
     assert any("receipt" in r.getMessage() for r in caplog.records)
+
+
+def test_a_run_killed_holding_the_lock_holds_the_receipts_back_only_until_the_lock_expires(ctx, company_factory,
+                                                                                            monkeypatch):
+    company_id = _salon_with_sent(company_factory, 2)
+    monkeypatch.setattr(receipts, "enqueue", lambda *a, **k: None)
+    for n in range(2):
+        receipts.add(_ack(company_id, n))
+    redis, lock = runtime.redis(), runtime.settings().key("whatsapp", "receipts", "lock")
+    redis.set(lock, "a run SIGKILLed mid-batch", px=int(receipts.LOCK_SECONDS * 1000))
+    assert receipts.apply_waiting(session_events.handle_event) == 0  # scheduled again, nothing lost
+    assert 0 < redis.pttl(lock) <= receipts.LOCK_SECONDS * 1000
+    redis.pexpire(lock, 1)  # the dead run's lock expires
+    time.sleep(0.01)
+    assert receipts.apply_waiting(session_events.handle_event) == 2
+    assert _states(company_id) == [MessageState.DELIVERED] * 2
+
+
+def test_a_run_that_outlived_its_lock_leaves_the_list_to_the_run_that_took_over(ctx, company_factory, monkeypatch):
+    company_id = _salon_with_sent(company_factory, 3)
+    monkeypatch.setattr(receipts, "enqueue", lambda *a, **k: None)
+    monkeypatch.setattr(receipts, "BATCH", 2)
+    for n in range(3):
+        receipts.add(_ack(company_id, n))
+    redis, lock = runtime.redis(), runtime.settings().key("whatsapp", "receipts", "lock")
+
+    def slow(event: dict) -> object:
+        redis.set(lock, "the run that took over")  # this run's lock expired while it worked
+        return session_events.handle_event(event)
+
+    assert receipts.apply_waiting(slow) == 0  # its batch applied, not trimmed: the other run trims it
+    assert redis.llen(runtime.settings().key("whatsapp", "receipts")) == 3
+    assert redis.get(lock) == b"the run that took over"  # not released by the run that lost it
+    redis.delete(lock)
+    assert receipts.apply_waiting(session_events.handle_event) == 3
+    assert _states(company_id) == [MessageState.DELIVERED] * 3

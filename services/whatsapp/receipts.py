@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from contextlib import suppress
+from typing import Any, cast
+
+from redis.exceptions import LockError
 
 from models import db
 from services.platform import runtime
@@ -26,6 +29,20 @@ KIND = "message.ack"
 DELAY = 1.0
 BATCH = 500
 TTL_SECONDS = 24 * 3600
+# A run killed while holding the lock holds the receipts back no longer than this (each batch renews it).
+LOCK_SECONDS = 15.0
+
+# Trim the batch a run applied and renew its lock, only while that run still holds the lock: a run that
+# outlived its lock leaves the list to the one that took over, which began at the same head (trimming
+# twice would drop receipts never applied).
+_TRIM_WHILE_HOLDING = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    redis.call('ltrim', KEYS[2], ARGV[2], -1)
+    redis.call('pexpire', KEYS[1], ARGV[3])
+    return 1
+end
+return 0
+"""
 
 
 def _key(*parts: str) -> str:
@@ -79,16 +96,21 @@ def apply_waiting(handle_event: Handler) -> int:
     """Apply the receipts waiting with ``handle_event`` (a batch at a time, under a lock); how many."""
     redis = runtime.redis()
     redis.delete(_key("scheduled"))  # receipts added from now on schedule the next run
-    lock = redis.lock(_key("lock"), timeout=120)
+    lock = redis.lock(_key("lock"), timeout=LOCK_SECONDS)
     if not lock.acquire(blocking=False):
         schedule()  # the run holding the lock may have looked at the list before the latest receipts came
         return 0
+    trim = redis.register_script(_TRIM_WHILE_HOLDING)
     applied = 0
     try:
-        while raw := redis.lrange(_key(), 0, BATCH - 1):
-            _apply([json.loads(item) for item in raw], handle_event)  # type: ignore[union-attr]
-            redis.ltrim(_key(), len(raw), -1)  # type: ignore[arg-type]
-            applied += len(raw)  # type: ignore[arg-type]
+        while raw := cast("list[bytes]", redis.lrange(_key(), 0, BATCH - 1)):
+            _apply([json.loads(item) for item in raw], handle_event)
+            if not trim(keys=[_key("lock"), _key()], args=[lock.local.token, len(raw), int(LOCK_SECONDS * 1000)]):
+                log.warning("a receipts run outlived its lock after %s receipts; the run that took over goes on",
+                            applied)
+                break
+            applied += len(raw)
     finally:
-        lock.release()
+        with suppress(LockError):
+            lock.release()
     return applied
