@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
-from models import Booking, EventStatus, WebhookEvent, db
+from models import Booking, EventStatus, WebhookEvent, db, utcnow
+from services.platform import jobs
+from services.platform.jobs import Job
 from services.webhooks import admin
 from services.webhooks.ingest import insert_event
 from tests.support import wait_until
@@ -118,3 +121,43 @@ def test_admin_listing_writes_dates_as_the_reference_does(client, company_factor
     _event(made.id, EventStatus.DEAD)
     [listed] = client.get("/marketplace/admin/webhooks", headers=admin_headers).get_json()["events"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", listed["received_at"])
+
+
+def test_the_sweep_leaves_received_events_to_a_waiting_backlog_and_sends_them_in_batches_once_it_is_gone(
+        ctx, company_factory, monkeypatch):
+    made = company_factory()
+    received = [_event(made.id, EventStatus.RECEIVED, record_id=n) for n in range(250)]
+    dead_worker = _event(made.id, EventStatus.PROCESSING)  # its lease (next_attempt_at unset) long past
+    db.session.execute(WebhookEvent.__table__.update().where(WebhookEvent.id == dead_worker)
+                       .values(next_attempt_at=utcnow() - timedelta(minutes=5)))
+    db.session.commit()
+    sent: list[list[int]] = []
+    monkeypatch.setattr(admin, "try_enqueue", lambda name, ids: name == "webhooks.process_batch" and
+                        (sent.append(ids) or True))
+
+    monkeypatch.setattr(admin, "waiting", lambda _job: 40)  # webhook tasks wait in their queue
+    assert admin.sweep(received_older_than=0) == [dead_worker] and sent == [[dead_worker]]
+    sent.clear()
+    monkeypatch.setattr(admin, "waiting", lambda _job: None)  # the broker cannot say: every due event
+    assert admin.sweep(received_older_than=0) == sorted([*received, dead_worker])
+    assert [len(ids) for ids in sent] == [100, 100, 51]
+
+
+def test_the_length_of_a_jobs_queue_is_read_from_the_broker(make_app):
+    app = make_app(redis_namespace=f"q{uuid.uuid4().hex[:10]}")  # a queue no worker takes from
+    with app.app_context():
+        celery = app.extensions["celery"]
+        queue = celery.amqp.router.route({}, Job.WEBHOOKS_PROCESS_BATCH)["queue"]
+        assert jobs.waiting(Job.WEBHOOKS_PROCESS_BATCH) == 0
+        with celery.connection_for_write() as connection:
+            queue.bind(connection.default_channel).declare()  # as a worker does: messages land in it
+        for n in range(3):
+            celery.send_task(Job.WEBHOOKS_PROCESS_BATCH, args=[[n]])
+        assert jobs.waiting(Job.WEBHOOKS_PROCESS_BATCH) == 3
+        assert jobs.waiting(Job.MESSAGING_TICK) == 0  # another queue
+        with celery.connection_for_write() as connection:
+            connection.default_channel.queue_purge(queue.name)
+        assert jobs.waiting(Job.WEBHOOKS_PROCESS_BATCH) == 0
+        redis = app.extensions["redis"]
+        for key in redis.scan_iter(app.config["SETTINGS"].redis_namespace + ":*"):
+            redis.delete(key)

@@ -81,6 +81,19 @@ def enqueue(
     return send()
 
 
+def waiting(name: Job | str) -> int | None:
+    """How many task messages wait in the queue task ``name`` is routed to; None when the broker cannot say."""
+    celery = runtime.celery()
+    queue = celery.amqp.router.route({}, Job(name).value)["queue"].name
+    try:
+        with celery.connection_for_read() as connection:
+            # Not passive: kombu's Redis transport calls an empty queue (no list key) one not declared.
+            return int(connection.default_channel.queue_declare(queue=queue).message_count)
+    except Exception as exc:
+        log.warning("the length of queue %s is unknown (%s)", queue, exc)
+        return None
+
+
 def try_enqueue(name: Job | str, *args: Any, countdown: float | None = None) -> bool:
     """Send now, failing fast; False (logged) when the broker is unreachable. For work that is stored
     and picked up by a sweep anyway, so a lost message only delays it."""

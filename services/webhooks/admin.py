@@ -12,12 +12,13 @@ from models import EventStatus, WebhookEvent, db, utcnow
 from services.platform import runtime
 from services.platform.dates import iso
 from services.platform.errors import InvalidInput
-from services.platform.jobs import Job, try_enqueue
+from services.platform.jobs import Job, try_enqueue, waiting
 from services.webhooks import EVENTS
 
 REPLAYABLE = (EventStatus.FAILED, EventStatus.DEAD)
 MAX_LIST = 500
 SWEEP_BATCH = 1000
+SWEEP_TASK_EVENTS = 100
 
 
 def serialise(event: WebhookEvent, with_payload: bool = False) -> dict[str, Any]:
@@ -89,32 +90,35 @@ def replay(event_ids: Iterable[int] = (), status: str | None = None, limit: int 
     return {"replayed": replayed, "skipped": [i for i in ids if i not in set(replayed)]}
 
 
-def due_event_ids(received_older_than: float | None = None) -> list[int]:
-    """Events a worker should be running but is not: ``received`` for a while (enqueue lost),
-    ``processing`` past their lease (worker died), ``failed`` whose retry time has come."""
+def due_event_ids(received_older_than: float | None = None, received: bool = True) -> list[int]:
+    """Events a worker should be running but is not: ``received`` for a while (enqueue lost; left out
+    with ``received=False``), ``processing`` past their lease (worker died), ``failed`` whose retry time
+    has come."""
     now = utcnow()
     settings = runtime.settings()
     older = settings.webhook_sweep_after_seconds if received_older_than is None else received_older_than
     table = EVENTS.c
-    query = (
-        select(table.id)
-        .where(
-            or_(
-                and_(table.status == EventStatus.RECEIVED, table.received_at <= now - timedelta(seconds=older)),
-                and_(
-                    table.status.in_((EventStatus.PROCESSING, EventStatus.FAILED)),
-                    table.next_attempt_at <= now - timedelta(seconds=older),
-                ),
-            )
-        )
-        .order_by(table.id)
-        .limit(SWEEP_BATCH)
-    )
+    cutoff = now - timedelta(seconds=older)
+    overdue = and_(table.status.in_((EventStatus.PROCESSING, EventStatus.FAILED)), table.next_attempt_at <= cutoff)
+    if received:
+        overdue = or_(and_(table.status == EventStatus.RECEIVED, table.received_at <= cutoff), overdue)
+    query = select(table.id).where(overdue).order_by(table.id).limit(SWEEP_BATCH)
     return list(db.session.scalars(query))
 
 
 def sweep(received_older_than: float | None = None) -> list[int]:
-    """Enqueue every due event (see ``due_event_ids``); the ids it enqueued."""
-    ids = due_event_ids(received_older_than)
+    """Enqueue every due event (see ``due_event_ids``), ``SWEEP_TASK_EVENTS`` a task; the ids it enqueued.
+
+    While webhook tasks wait in their queue, events still ``received`` are left to them: a backlog is not
+    a lost enqueue, and sending its events again (as this did, a thousand every five seconds) only made
+    the worker run each twice while the backlog grew. They are swept once the queue is empty.
+    """
+    backlog = waiting(Job.WEBHOOKS_PROCESS_BATCH)
+    ids = due_event_ids(received_older_than, received=not backlog)
     db.session.rollback()
-    return [event_id for event_id in ids if try_enqueue(Job.WEBHOOKS_PROCESS, event_id)]
+    sent: list[int] = []
+    for start in range(0, len(ids), SWEEP_TASK_EVENTS):
+        chunk = ids[start:start + SWEEP_TASK_EVENTS]
+        if try_enqueue(Job.WEBHOOKS_PROCESS_BATCH, chunk):
+            sent.extend(chunk)
+    return sent
