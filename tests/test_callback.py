@@ -183,6 +183,14 @@ def test_a_callback_whose_task_was_lost_is_sent_again_by_the_sweep(ctx, fake, co
     assert fake.callbacks_for(active.salon_id) == [] and fake.callbacks_for(linked_now.salon_id) == []
 
 
+def test_the_sweep_does_not_make_again_a_callback_that_ended_dead(ctx, fake, company_factory, monkeypatch):
+    made = company_factory(status=IntegrationStatus.CONNECTED, whatsapp_connected_at=utcnow() - timedelta(minutes=5))
+    db.session.add(Callback(company_id=made.id, status=CallbackStatus.DEAD, created_at=utcnow()))
+    db.session.commit()
+    monkeypatch.setattr(activation, "enqueue", lambda *_a, **_k: pytest.fail("sent"))
+    assert activation.resend_lost() == []
+
+
 def test_without_partner_settings_the_sweep_sends_nothing(make_app, company_factory, monkeypatch):
     monkeypatch.setattr(activation, "enqueue", lambda *_a, **_k: pytest.fail("sent"))
     with make_app(yclients_partner_token="").app_context():

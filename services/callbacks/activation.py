@@ -88,7 +88,8 @@ def resend_callback(company_id: int) -> Callback:
 
 def resend_lost() -> list[int]:
     """The companies whose callback task was lost, each sent again (after the caller's commit): an open
-    callback ``LOST_AFTER_SECONDS`` past its due moment, or a salon linked that long ago with no callback."""
+    callback ``LOST_AFTER_SECONDS`` past its due moment, or a salon linked that long ago with no callback
+    since (one that ended dead, say for a revoked webhook URL, is not made again and again)."""
     if not is_configured():
         return []
     cutoff = utcnow() - timedelta(seconds=LOST_AFTER_SECONDS)
@@ -97,10 +98,11 @@ def resend_lost() -> list[int]:
         .with_for_update(skip_locked=True)).all()
     for row in overdue:
         row.next_attempt_at = utcnow()
-    has_open = select(Callback.id).where(Callback.company_id == Company.id, Callback.status.in_(OPEN_STATUSES))
+    since_linked = select(Callback.id).where(Callback.company_id == Company.id,
+                                             Callback.created_at >= Company.whatsapp_connected_at)
     never_sent = db.session.scalars(select(Company.id).where(
         Company.integration_status == IntegrationStatus.CONNECTED, Company.whatsapp_connected_at <= cutoff,
-        ~has_open.exists())).all()
+        ~since_linked.exists())).all()
     companies = sorted({row.company_id for row in overdue} | set(never_sent))
     for company_id in companies:
         log.warning("the activation callback of company %s is sent again (its task was lost)", company_id)
