@@ -52,15 +52,15 @@ def test_a_reply_whose_task_was_lost_is_sent_again_after_the_grace_and_stored_on
     [(name, (parcel_id,))] = lost
     assert name == "whatsapp.handle_event" and held_events.held() == 1
 
-    assert whatsapp_tasks.events_sweep() == 0  # within the grace: the task may still be on its way
+    assert whatsapp_tasks.events_sweep.run() == 0  # within the grace: the task may still be on its way
     _age(held_events.GRACE_SECONDS + 1)
-    assert whatsapp_tasks.events_sweep() == 1
+    assert whatsapp_tasks.events_sweep.run() == 1
     assert lost[1] == ("whatsapp.handle_event", (parcel_id,))
-    assert whatsapp_tasks.events_sweep() == 0  # held again from the sweep on: sent once a grace period
+    assert whatsapp_tasks.events_sweep.run() == 0  # held again from the sweep on: sent once a grace period
 
-    assert whatsapp_tasks.handle_event(parcel_id) == "message"
+    assert whatsapp_tasks.handle_event.run(parcel_id) == "message"
     assert _replies(company_id) == 1 and held_events.held() == 0
-    assert whatsapp_tasks.handle_event(parcel_id) == "message"  # the first message after all: nothing twice
+    assert whatsapp_tasks.handle_event.run(parcel_id) == "message"  # the first message after all: nothing twice
     assert _replies(company_id) == 1 and held_events.held() == 0
 
 
@@ -76,17 +76,17 @@ def test_an_event_stays_held_while_its_task_fails_and_is_released_once_applied(c
     with monkeypatch.context() as patch:
         patch.setattr(whatsapp_tasks.session_events, "handle_event", database_away)
         with pytest.raises(ConnectionError):
-            whatsapp_tasks.handle_event(parcel_id)
+            whatsapp_tasks.handle_event.run(parcel_id)
     db.session.rollback()
     assert held_events.held() == 1 and _replies(company_id) == 0
-    assert whatsapp_tasks.handle_event(parcel_id) == "message"
+    assert whatsapp_tasks.handle_event.run(parcel_id) == "message"
     assert held_events.held() == 0 and _replies(company_id) == 1
 
 
 def test_an_event_whose_parcel_expired_is_released(ctx, lost):
     parcel_id = held_events.hold({"event": "session.status"})
     runtime.redis().delete(runtime.settings().key("parcel", parcel_id))
-    assert whatsapp_tasks.handle_event(parcel_id) == "expired"
+    assert whatsapp_tasks.handle_event.run(parcel_id) == "expired"
     assert held_events.held() == 0
 
 
