@@ -9,6 +9,7 @@ import pytest
 from models import ApiKey, Callback, CallbackStatus, Company, CompanyEvent, IntegrationStatus, db, utcnow
 from services.access import api_keys
 from services.callbacks import activation
+from services.platform import jobs
 from tests.fakes import yclients as fy
 from tests.support import wait_until
 
@@ -172,7 +173,7 @@ def test_a_callback_whose_task_was_lost_is_sent_again_by_the_sweep(ctx, fake, co
     assert delay is not None  # RETRYING, its retry due after the backoff: not sent again meanwhile
     assert activation.resend_lost() == [] and _rows(linked_before.id)[0].status == CallbackStatus.RETRYING
     [row] = _rows(linked_before.id)
-    row.next_attempt_at = utcnow() - timedelta(seconds=activation.LOST_AFTER_SECONDS + 1)  # and that retry was lost
+    row.next_attempt_at = utcnow() - timedelta(seconds=jobs.LOST_AFTER_SECONDS + 1)  # and that retry was lost
     db.session.commit()
     assert activation.resend_lost() == [linked_before.id]
     db.session.commit()

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from models import InboundMessage, IntegrationStatus, db
-from services.platform import runtime
+from services.platform import jobs, runtime
 from services.whatsapp import gateway, held_events, receipts
 from tasks import whatsapp as whatsapp_tasks
 
@@ -53,7 +53,7 @@ def test_a_reply_whose_task_was_lost_is_sent_again_after_the_grace_and_stored_on
     assert name == "whatsapp.handle_event" and held_events.held() == 1
 
     assert whatsapp_tasks.events_sweep.run() == 0  # within the grace: the task may still be on its way
-    _age(held_events.GRACE_SECONDS + 1)
+    _age(jobs.LOST_AFTER_SECONDS + 1)
     assert whatsapp_tasks.events_sweep.run() == 1
     assert lost[1] == ("whatsapp.handle_event", (parcel_id,))
     assert whatsapp_tasks.events_sweep.run() == 0  # held again from the sweep on: sent once a grace period

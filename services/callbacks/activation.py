@@ -39,7 +39,7 @@ from services.platform import outages, runtime
 from services.platform.backoff import backoff
 from services.platform.dates import iso
 from services.platform.errors import Conflict, NotFound, Unavailable
-from services.platform.jobs import Job, enqueue
+from services.platform.jobs import LOST_AFTER_SECONDS, Job, enqueue
 from services.platform.metrics import CALLBACKS
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,6 @@ OPEN_STATUSES = (CallbackStatus.PENDING, CallbackStatus.RETRYING)
 SENDABLE = IntegrationStatus.LINKED
 AUTOMATIC = (IntegrationStatus.CONNECTED, IntegrationStatus.ACTIVATION_FAILED)
 LOCK_BUSY_DELAY = 1.0
-# How long past its due moment (or a link without a callback) an attempt is taken for lost.
-LOST_AFTER_SECONDS = 60.0
 
 
 def is_configured() -> bool:

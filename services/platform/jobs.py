@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A task whose work is stored but which has not run this long after it was due is taken for lost (a
+# worker killed as it took the message) and sent again by a sweep; one that was only late runs twice,
+# harmlessly. Messaging has its own lease for this (MESSAGING_SENDING_LEASE_SECONDS).
+LOST_AFTER_SECONDS = 60.0
+
 
 class Job(StrEnum):
     """Every task name the service sends or schedules."""

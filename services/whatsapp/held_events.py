@@ -5,7 +5,7 @@ A gateway event (a client's message, a session's status) is parked in Redis and 
 queue (BRPOP) before it records it as unacknowledged (HSET ``unacked``): a worker killed in between
 loses the message, and ``task_acks_late`` cannot bring it back. So each event is also held in a
 sorted set, scored by when it was last sent; the task releases it once its transaction committed,
-and the beat sweep sends again every event held longer than ``GRACE_SECONDS``. An event applied twice
+and the beat sweep sends again every event held longer than ``LOST_AFTER_SECONDS``. An event applied twice
 changes nothing: a client's message is stored once by its WhatsApp id, a status is dropped as a
 duplicate by its event id.
 """
@@ -16,9 +16,8 @@ import time
 from typing import Any, cast
 
 from services.platform import parcels, runtime
+from services.platform.jobs import LOST_AFTER_SECONDS
 
-# Longer than a task waits in a busy queue, as a rule: an event sent again too early only runs twice.
-GRACE_SECONDS = 60.0
 SWEEP_LIMIT = 1000
 
 
@@ -39,10 +38,10 @@ def release(parcel_id: str) -> None:
 
 
 def overdue(now: float | None = None) -> list[str]:
-    """The parcel ids of events held longer than ``GRACE_SECONDS`` (at most ``SWEEP_LIMIT``), each held
-    again from ``now`` so that it is sent once a grace period, not at every sweep."""
+    """The parcel ids of events held longer than ``LOST_AFTER_SECONDS`` (at most ``SWEEP_LIMIT``), each held
+    again from ``now`` so that it is sent once a period, not at every sweep."""
     redis, now = runtime.redis(), time.time() if now is None else now
-    found = cast("list[bytes]", redis.zrangebyscore(_key(), "-inf", now - GRACE_SECONDS, start=0, num=SWEEP_LIMIT))
+    found = cast("list[bytes]", redis.zrangebyscore(_key(), "-inf", now - LOST_AFTER_SECONDS, start=0, num=SWEEP_LIMIT))
     if not found:
         return []
     pipe = redis.pipeline(transaction=False)
