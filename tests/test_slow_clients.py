@@ -28,8 +28,12 @@ from tests.whatsapp_stack import Stack, start_stack
 
 # Per company: plain WebSockets, Socket.IO WebSockets, Socket.IO long-polling sessions that stop reading.
 STUCK = {"plain": 50, "socketio": 40, "polling": 10}
-EVENT_BYTES = 96 * 1024  # each stuck socket takes ~3 MB into its buffers on loopback before a send blocks
-LOAD_EVENTS = 48  # per company: more than those buffers hold, more than any per-client queue allows
+# Each stuck socket takes 2-3 MB into its buffers on loopback before a send blocks. The events are large so
+# that those fill in seconds, yet small enough that the 256 KiB a healthy client may have waiting is some
+# eight of them: a healthy client (here, threads of the test's own process) that stalls half a second is
+# not taken for a stuck one.
+EVENT_BYTES = 32 * 1024
+LOAD_EVENTS = 128  # per company: more than those buffers hold, more than any per-client queue allows
 BASELINE_EVENTS = 8
 INTERVAL = 0.04
 # A delivery slower than this means some socket's send held another's (one blocked send takes 5 s).
@@ -130,7 +134,12 @@ def _latencies(healthy: dict[int, list[Timed]], company_ids: list[int], publishe
     def everything_arrived() -> bool:
         return all(set(client.arrivals) >= set(expected[c]) for c, clients in healthy.items() for client in clients)
 
-    wait_until(everything_arrived, timeout=LATENCY_BOUND + 60, interval=0.05)
+    try:
+        wait_until(everything_arrived, timeout=LATENCY_BOUND + 60, interval=0.05)
+    except AssertionError:
+        missing = {f"{client.name} of {c}": sorted(set(expected[c]) - set(client.arrivals))
+                   for c, clients in healthy.items() for client in clients}
+        raise AssertionError(f"events missing: { {k: v for k, v in missing.items() if v} }") from None
     found: list[float] = []
     for company_id, clients in healthy.items():
         for client in clients:
